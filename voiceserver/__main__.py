@@ -1,0 +1,117 @@
+"""The command line: ``voiceserver serve | models fetch | models list | talk``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from .logs import LEVELS
+
+
+def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "log_level": getattr(args, "log_level", None),
+        "log_format": getattr(args, "log_format", None),
+        "log_file": getattr(args, "log_file", None),
+        "models_dir": getattr(args, "models_dir", None),
+    }
+
+
+def _load(args: argparse.Namespace):
+    from .settings import SettingsError, load_settings
+
+    try:
+        return load_settings(getattr(args, "config", None), _settings_overrides(args))
+    except SettingsError as exc:
+        print(f"voiceserver: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.run import run_server
+
+    return run_server(_load(args))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .model_files import ModelError, fetch, status_table
+
+    settings = _load(args)
+    models_dir = Path(settings.models_dir)
+    if args.models_command == "fetch":
+        try:
+            fetch(models_dir, args.names or None)
+        except ModelError as exc:
+            print(f"voiceserver: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    rows = status_table(models_dir)
+    width = max(len(r[0]) for r in rows)
+    for name, kind, status, description in rows:
+        print(f"{name:<{width}}  {kind:<8}  {status:<8}  {description}")
+    return 0 if all(r[2] == "ok" for r in rows) else 1
+
+
+def cmd_talk(args: argparse.Namespace) -> int:
+    from .client import talk_main
+
+    return asyncio.run(talk_main(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voiceserver",
+        description="Realtime voice assistant server: speech in, agent, speech out. Runs offline on local models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE", help="settings file (YAML or JSON); the environment wins over it")
+        p.add_argument("--models-dir", metavar="DIR", help="where model files live (default models/)")
+        p.add_argument("--log-level", choices=list(LEVELS), help="debug is the debug mode; default info")
+        p.add_argument("--log-format", choices=["json", "pretty"], help="default json (one object per line)")
+        p.add_argument("--log-file", metavar="FILE", help="also write logs to this file")
+
+    serve = sub.add_parser("serve", help="run the server", description="Run the voice server (uvicorn + uvloop).")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
+    common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    models = sub.add_parser("models", help="fetch or list the embedded models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    fetch = msub.add_parser("fetch", help="download, assemble and verify the models (idempotent)")
+    fetch.add_argument("names", nargs="*", help="only these models (default all)")
+    common(fetch)
+    lst = msub.add_parser("list", help="show each model as ok / missing / corrupt")
+    common(lst)
+    models.set_defaults(func=cmd_models)
+
+    talk = sub.add_parser("talk", help="send one spoken or typed turn to a server and save the spoken reply")
+    talk.add_argument("--url", default="ws://127.0.0.1:8080/v1/voice", help="server WebSocket URL")
+    source = talk.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", metavar="WAV", help="question as a WAV file (any rate, mono or stereo)")
+    source.add_argument("--text", help="question as text")
+    talk.add_argument("--out", metavar="WAV", help="write the reply audio here")
+    talk.add_argument("--resource", help="caller id")
+    talk.add_argument("--thread", help="conversation id")
+    talk.add_argument("--agent", help="agent name")
+    talk.add_argument("--realtime", action="store_true", help="pace the audio in real time (default: as fast as possible)")
+    talk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
+    talk.add_argument("--api-key", help="API key if the server requires one")
+    talk.set_defaults(func=cmd_talk)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

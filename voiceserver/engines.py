@@ -1,0 +1,196 @@
+"""Shared plumbing for providers: errors with codes, bounded engine concurrency, the call policy.
+
+Every stage base class (speech-to-text, text-to-speech, chat model) has a public method that owns timeout, retries,
+metrics and error mapping through :func:`call_with_policy`; a provider writes only its ``_transcribe`` /
+``_synthesize`` / ``_stream`` method. Blocking engines (faster-whisper, Piper, llama.cpp) cross into asyncio through an
+:class:`EngineGate`, which bounds how many calls run at once and measures how long the others wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from .metrics import Metrics
+
+T = TypeVar("T")
+
+
+class ProviderError(Exception):
+    """A provider failure with a stable code. ``retryable`` errors may be retried or fall back."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False, provider: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.provider = provider
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class NotConfiguredError(ProviderError):
+    """No provider is configured for an operation (for example "No speech-to-text provider configured")."""
+
+    def __init__(self, message: str):
+        super().__init__("not_configured", message)
+
+
+def map_exception(exc: BaseException, provider: str, operation: str) -> ProviderError:
+    """Turn any exception from a provider into a ProviderError with a code a client can act on."""
+    if isinstance(exc, ProviderError):
+        if exc.provider is None:
+            exc.provider = provider
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ProviderError(f"{operation}_timeout", f"{provider} {operation} timed out", retryable=True,
+                             provider=provider)
+    name = type(exc).__name__
+    # The openai SDK's error classes, matched by name so this module does not import the SDK.
+    status = getattr(exc, "status_code", None)
+    if name in ("APIConnectionError", "APITimeoutError", "ConnectError", "ReadTimeout") or (
+        isinstance(status, int) and (status == 429 or status >= 500)
+    ):
+        return ProviderError(f"{operation}_unavailable", f"{provider} {operation} failed: {exc}", retryable=True,
+                             provider=provider)
+    if name == "AuthenticationError" or status in (401, 403):
+        return ProviderError("provider_auth", f"{provider} rejected the credentials", provider=provider)
+    return ProviderError(f"{operation}_failed", f"{provider} {operation} failed: {name}: {exc}", provider=provider)
+
+
+async def call_with_policy(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    provider: str,
+    operation: str,
+    timeout_s: float,
+    retries: int = 0,
+    metrics: Metrics | None = None,
+) -> T:
+    """Run ``fn`` with a timeout, retry retryable failures with backoff, count outcomes, map errors."""
+    attempt = 0
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = await fn()
+            if metrics:
+                metrics.provider_calls.labels(provider, operation, "ok").inc()
+            return result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped and re-raised
+            error = map_exception(exc, provider, operation)
+            if metrics:
+                metrics.provider_calls.labels(provider, operation, error.code).inc()
+            if not error.retryable or attempt >= retries:
+                raise error from exc
+            attempt += 1
+            await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+
+
+class EngineGate:
+    """Bounded concurrency for one engine, with queue depth and wait time exported.
+
+    ``async with gate:`` waits for a slot; :meth:`run` runs a blocking function in a worker thread inside a slot.
+    """
+
+    def __init__(self, name: str, concurrency: int, metrics: Metrics | None = None):
+        self.name = name
+        self.concurrency = concurrency
+        self._sem = asyncio.Semaphore(concurrency)
+        self._metrics = metrics or Metrics.null()
+        self.waiting = 0
+        self.busy = 0
+        self.last_wait_s = 0.0
+
+    async def __aenter__(self) -> EngineGate:
+        start = time.perf_counter()
+        self.waiting += 1
+        self._metrics.engine_queue_depth.labels(self.name).set(self.waiting)
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+            self._metrics.engine_queue_depth.labels(self.name).set(self.waiting)
+        self.last_wait_s = time.perf_counter() - start
+        self._metrics.engine_wait_seconds.labels(self.name).observe(self.last_wait_s)
+        self.busy += 1
+        self._metrics.engine_busy.labels(self.name).set(self.busy)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.busy -= 1
+        self._metrics.engine_busy.labels(self.name).set(self.busy)
+        self._sem.release()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call in a thread while holding a slot.
+
+        If the caller is cancelled the thread still finishes (threads cannot be killed); the slot is held until
+        it does, so the engine is never over-subscribed.
+        """
+        async with self:
+            future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                with contextlib.suppress(BaseException):
+                    await future
+                raise
+
+
+async def iterate_in_thread(
+    gate: EngineGate, produce: Callable[[Callable[[Any], bool]], None], maxsize: int = 8
+) -> AsyncIterator[Any]:
+    """Stream items from a blocking producer running in a worker thread, through a bounded queue.
+
+    ``produce(emit)`` runs in the thread and calls ``emit(item)`` for each item; ``emit`` returns False once the
+    consumer has gone away, and the producer should stop then. The whole generator is consumed inside the thread.
+    """
+    loop = asyncio.get_running_loop()
+    # The queue itself is unbounded but at most `maxsize` items (plus one end marker) are ever in it: `space`
+    # counts free places and the producer thread waits on it.
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stopped = False
+    space = threading.Semaphore(maxsize)
+
+    def emit(item: Any) -> bool:
+        # Block the worker thread (not the loop) while the queue is full: backpressure on the engine.
+        while not space.acquire(timeout=0.1):
+            if stopped:
+                return False
+        if stopped:
+            return False
+        loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
+        return True
+
+    def run() -> None:
+        try:
+            produce(emit)
+            loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+    async with gate:
+        worker = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "item":
+                    space.release()
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    break
+        finally:
+            stopped = True
+            # Unblock a producer waiting for space, then wait for the thread so the slot is honest.
+            space.release()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(worker)

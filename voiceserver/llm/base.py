@@ -1,0 +1,235 @@
+"""Chat model base: messages, tool specs, streamed chunks, and the template method every provider plugs into.
+
+A provider subclasses :class:`ChatModel` and writes only ``_stream(request)``, an async generator of
+:class:`TextDelta`, :class:`ToolCallChunk` and one final :class:`Finish`. The public :meth:`ChatModel.stream` owns the
+timeouts (first chunk and whole call), retries before the first chunk, metrics and error mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..engines import ProviderError, map_exception
+from ..logs import get_logger
+from ..metrics import Metrics
+
+log = get_logger("LLM")
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A model's request to call a tool. ``arguments`` is the parsed JSON object."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    @staticmethod
+    def new_id() -> str:
+        return "call_" + uuid.uuid4().hex[:20]
+
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments, ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    """One message of a conversation in the OpenAI chat shape."""
+
+    role: Role
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json()}}
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name and self.role != "tool":
+            out["name"] = self.name
+        return out
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    """A tool offered to the model: name, description, JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+ToolChoice = Literal["auto", "none", "required"] | str  # or a tool name: that tool must be called
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """Everything a provider needs for one completion."""
+
+    messages: list[ChatMessage]
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
+    response_schema: dict[str, Any] | None = None  # JSON schema: the reply must be one JSON value of it
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: list[str] | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallChunk:
+    """A complete tool call (providers assemble streamed argument fragments before emitting it)."""
+
+    call: ToolCall
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: Literal["stop", "length", "tool_calls", "content_filter"] = "stop"
+    usage: Usage = field(default_factory=Usage)
+
+
+ChatChunk = TextDelta | ToolCallChunk | Finish
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A whole completion, as :meth:`ChatModel.complete` returns it."""
+
+    text: str
+    tool_calls: list[ToolCall]
+    finish_reason: str
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCapabilities:
+    tools: bool = True
+    structured_output: bool = True
+    streaming: bool = True
+
+
+class ChatModel:
+    """Base of every chat model provider. Subclasses implement ``_stream``; callers use ``stream`` / ``complete``."""
+
+    provider: str = "base"
+    capabilities = ModelCapabilities()
+
+    def __init__(self, model_id: str, *, timeout_s: float = 60.0, first_chunk_timeout_s: float | None = None,
+                 retries: int = 1, metrics: Metrics | None = None):
+        self.model_id = model_id
+        self.timeout_s = timeout_s
+        self.first_chunk_timeout_s = first_chunk_timeout_s or timeout_s
+        self.retries = retries
+        self.metrics = metrics or Metrics.null()
+
+    @property
+    def id(self) -> str:
+        """The model string, e.g. "local/smollm2" or "openai/gpt-4o-mini"."""
+        return self.model_id
+
+    def _stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        raise NotImplementedError
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Stream chunks. Retries retryable errors only before the first chunk; always ends with one Finish."""
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            produced = False
+            finished = False
+            agen = self._stream(request).__aiter__()
+            try:
+                deadline = started + self.timeout_s
+                while True:
+                    limit = self.first_chunk_timeout_s if not produced else deadline - time.perf_counter()
+                    try:
+                        async with asyncio.timeout(max(limit, 0.001)):
+                            chunk = await agen.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    if not produced:
+                        self.metrics.stage_seconds.labels("llm_first_chunk").observe(time.perf_counter() - started)
+                    produced = True
+                    if isinstance(chunk, Finish):
+                        finished = True
+                    yield chunk
+                if not finished:
+                    yield Finish()
+                self.metrics.provider_calls.labels(self.provider, "chat", "ok").inc()
+                return
+            except asyncio.CancelledError:
+                raise
+            except GeneratorExit:
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped below
+                error = map_exception(exc, self.provider, "llm")
+                self.metrics.provider_calls.labels(self.provider, "chat", error.code).inc()
+                if produced or not error.retryable or attempt >= self.retries:
+                    raise error from exc
+                attempt += 1
+                log.warning(f"{self.model_id}: {error}; retrying ({attempt}/{self.retries})")
+                await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+            finally:
+                await agen.aclose()
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        """Run a whole completion and collect it."""
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        finish = Finish()
+        async for chunk in self.stream(request):
+            if isinstance(chunk, TextDelta):
+                text.append(chunk.text)
+            elif isinstance(chunk, ToolCallChunk):
+                calls.append(chunk.call)
+            else:
+                finish = chunk
+        return ChatResult("".join(text), calls, finish.reason, finish.usage)
+
+    async def load(self) -> None:
+        """Load weights or open clients ahead of the first call (optional)."""
+
+    async def close(self) -> None:
+        """Release resources (optional)."""
+
+
+class UnknownModelError(ProviderError):
+    def __init__(self, model: str, known: list[str]):
+        super().__init__("unknown_model", f"unknown model {model!r}; expected one of: {', '.join(known)}")

@@ -1,0 +1,56 @@
+"""Prometheus metrics, one registry per server (no process-global state, so two servers fit in one process).
+
+Stages receive a :class:`Metrics` at construction; ``Metrics.null()`` gives a private registry for code and tests
+that do not care.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every metric the server exports, names prefixed ``voiceserver_``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.stage_seconds = Histogram(
+            "voiceserver_stage_seconds", "Latency of a pipeline stage", ["stage"], registry=r, buckets=_LATENCY_BUCKETS
+        )
+        self.voice_to_voice_seconds = Histogram(
+            "voiceserver_voice_to_voice_seconds", "End of user speech to first reply audio byte sent",
+            registry=r, buckets=_LATENCY_BUCKETS,
+        )
+        self.engine_wait_seconds = Histogram(
+            "voiceserver_engine_wait_seconds", "Time a call waited for a free engine slot", ["engine"],
+            registry=r, buckets=_LATENCY_BUCKETS,
+        )
+        self.engine_queue_depth = Gauge(
+            "voiceserver_engine_queue_depth", "Calls waiting for an engine slot", ["engine"], registry=r
+        )
+        self.engine_busy = Gauge("voiceserver_engine_busy", "Calls running on an engine", ["engine"], registry=r)
+        self.provider_calls = Counter(
+            "voiceserver_provider_calls_total", "Provider calls by outcome", ["provider", "operation", "outcome"],
+            registry=r,
+        )
+        self.provider_fallbacks = Counter(
+            "voiceserver_provider_fallbacks_total", "Switches to a fallback provider", ["operation"], registry=r
+        )
+        self.sessions = Gauge("voiceserver_sessions", "Open voice sessions", ["gateway"], registry=r)
+        self.turns = Counter("voiceserver_turns_total", "Completed user turns", ["outcome"], registry=r)
+        self.barge_ins = Counter("voiceserver_barge_ins_total", "Replies interrupted by the caller", registry=r)
+        self.errors = Counter("voiceserver_errors_total", "Errors sent to clients, by code", ["code"], registry=r)
+        self.engines_loaded = Gauge("voiceserver_engine_loaded", "1 once an engine is loaded", ["engine"], registry=r)
+        self.http_requests = Counter(
+            "voiceserver_http_requests_total", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+
+    @classmethod
+    def null(cls) -> Metrics:
+        return cls(CollectorRegistry())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

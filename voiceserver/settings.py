@@ -1,0 +1,262 @@
+"""Settings: environment variables, an optional YAML/JSON file, and command-line flags.
+
+This is the only module that reads ``os.environ``. Precedence, highest first: command-line flags (passed as
+``overrides``), environment variables, the ``--config`` file, the defaults below.
+
+Names users already know are honoured as-is (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``GOOGLE_AI_API_KEY``,
+``VOICE_PROVIDER``, ``VOICE_QUALITY``, ``LANCEDB_URI``); everything else is ``VOICESERVER_<FIELD>``, with ``__``
+separating nested fields (``VOICESERVER_STT__THREADS=2``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warn", "error", "silent"]
+LogFormat = Literal["json", "pretty"]
+Provider = Literal["local", "openai"]
+Quality = Literal["low", "medium", "high"]
+
+
+class SettingsError(Exception):
+    """A configuration problem, reported as one readable line at start-up."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VoiceConfig(_Section):
+    """Which voice an agent speaks with."""
+
+    provider: Provider | None = Field(None, description="local (Piper) or openai; default follows VOICE_PROVIDER")
+    voice: str | None = Field(None, description="Piper voice or OpenAI voice name")
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+
+
+class MemoryConfig(_Section):
+    """Where an agent keeps its memory."""
+
+    type: Literal["lancedb", "none"] = "lancedb"
+    url: str | None = Field(None, description="LanceDB URI; default LANCEDB_URI")
+    embedder: str = "wordllama"
+    last_messages: int = Field(10, ge=0, le=1000)
+    semantic_recall: bool = True
+    working_memory: bool = True
+
+
+class AgentConfig(_Section):
+    """An agent declared in the settings file."""
+
+    name: str = "Assistant"
+    description: str = ""
+    instructions: str = (
+        "You are a helpful voice assistant. Answer in one or two short spoken sentences. "
+        "Do not use lists, markdown or emoji."
+    )
+    model: str | list[str] = "local/smollm2"
+    tools: list[str] = Field(default_factory=list, description="import paths 'package.module:object'")
+    workflows: list[str] = Field(default_factory=list, description="import paths 'package.module:object'")
+    agents: list[str] = Field(default_factory=list, description="names of other configured agents used as sub-agents")
+    voice: VoiceConfig = Field(default_factory=VoiceConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+
+
+class SttConfig(_Section):
+    """Speech-to-text engine."""
+
+    provider: Provider | None = Field(None, description="default follows VOICE_PROVIDER")
+    model: str | None = Field(None, description="local: whisper-base; openai: whisper-1 or gpt-4o-transcribe")
+    language: str | None = "en"
+    threads: int = Field(2, ge=1, le=64)
+    workers: int = Field(1, ge=1, le=16, description="parallel local transcriptions")
+    beam_size: int = Field(1, ge=1, le=10)
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(1, ge=0, le=5)
+
+
+class TtsConfig(_Section):
+    """Text-to-speech engine."""
+
+    provider: Provider | None = None
+    voice: str | None = None
+    model: str = Field("tts-1", description="OpenAI TTS model")
+    max_concurrency: int = Field(2, ge=1, le=64)
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(1, ge=0, le=5)
+
+
+class LlmConfig(_Section):
+    """Chat model engine settings (the model string itself is on the agent)."""
+
+    threads: int = Field(2, ge=1, le=64)
+    context: int = Field(2048, ge=256, le=131072)
+    pool: int = Field(1, ge=1, le=8, description="local llama.cpp contexts kept in memory")
+    max_tokens: int = Field(160, ge=1, le=32768)
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
+    timeout_s: float = Field(60.0, gt=0)
+    openai_compatible_base_url: str | None = None
+    openai_compatible_api_key: SecretStr | None = None
+
+
+class LimitsConfig(_Section):
+    """Every limit the server enforces, in one place."""
+
+    max_sessions: int = Field(1000, ge=1)
+    max_frame_bytes: int = Field(65536, ge=1024)
+    max_text_chars: int = Field(4000, ge=1)
+    max_utterance_s: float = Field(30.0, gt=0, le=300)
+    max_reply_chars: int = Field(2000, ge=1)
+    max_turn_s: float = Field(120.0, gt=0)
+    inbound_queue_frames: int = Field(500, ge=10)
+    outbound_queue_messages: int = Field(1000, ge=10)
+
+
+class Settings(BaseSettings):
+    """Everything the server reads from its environment, in one validated object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VOICESERVER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "json"
+    log_file: Path | None = None
+    models_dir: Path = Path("models")
+    data_dir: Path = Path("data")
+    preload: bool = Field(True, description="load the engines at start-up (readyz waits for them)")
+    voice_provider: Provider = Field("local", validation_alias=AliasChoices("VOICE_PROVIDER", "voice_provider"))
+    voice_quality: Quality = Field("medium", validation_alias=AliasChoices("VOICE_QUALITY", "voice_quality"))
+    lancedb_uri: str = Field("./data/memory", validation_alias=AliasChoices("LANCEDB_URI", "lancedb_uri"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"))
+    openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"))
+    google_ai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GOOGLE_AI_API_KEY", "google_ai_api_key")
+    )
+    api_keys: list[SecretStr] = Field(default_factory=list, description="if set, clients must present one")
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    agents: list[AgentConfig] = Field(default_factory=list)
+    stt: SttConfig = Field(default_factory=SttConfig)
+    tts: TtsConfig = Field(default_factory=TtsConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _warning_is_warn(cls, value: Any) -> Any:
+        return "warn" if isinstance(value, str) and value.lower() == "warning" else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init kwargs) beat the environment, which beats the file. The file arrives through
+        # _FileSource, injected by load(); a bare Settings() has no file.
+        return init_settings, env_settings
+
+    # --- derived values -------------------------------------------------------------------------------------------
+
+    @property
+    def stt_provider(self) -> Provider:
+        return self.stt.provider or self.voice_provider
+
+    @property
+    def tts_provider(self) -> Provider:
+        return self.tts.provider or self.agent.voice.provider or self.voice_provider
+
+    @property
+    def agent_configs(self) -> list[AgentConfig]:
+        """The default agent first, then the extra ones (names are unique)."""
+        return [self.agent, *[a for a in self.agents if a.name != self.agent.name]]
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so the logger can scrub them."""
+        values = [self.openai_api_key, self.google_ai_api_key, self.llm.openai_compatible_api_key, *self.api_keys]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values from the --config file (already parsed), lowest precedence after defaults."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML or JSON settings file into a dict, with a readable error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SettingsError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path} must hold a mapping at the top level, not {type(data).__name__}")
+    return data
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem: the field path, what is wrong, and the allowed values when there is a fixed set."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"]
+        ctx = err.get("ctx") or {}
+        if err["type"] == "literal_error" and "expected" in ctx:
+            msg = f"invalid value {err.get('input')!r}; allowed values: {ctx['expected']}"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        else:
+            msg = f"{msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], dict) else msg
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings from flags (``overrides``), the environment and ``config_file``.
+
+    Raises SettingsError with a message naming the field and the allowed values.
+    """
+    file_data = read_config_file(config_file) if config_file else {}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(  # noqa: PLR0913
+            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        ):
+            return init_settings, env_settings, _FileSource(settings_cls, file_data)
+
+    try:
+        return _Loaded(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
