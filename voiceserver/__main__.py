@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--resource", help="caller id")
     talk.add_argument("--thread", help="conversation id")
     talk.add_argument("--agent", help="agent name")
-    talk.add_argument("--realtime", action="store_true", help="pace the audio in real time (default: as fast as possible)")
+    talk.add_argument("--realtime", action="store_true",
+                      help="pace the audio in real time (default: as fast as possible)")
     talk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
     talk.add_argument("--api-key", help="API key if the server requires one")
     talk.set_defaults(func=cmd_talk)

@@ -83,7 +83,7 @@ async def call_with_policy(
             return result
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - mapped and re-raised
+        except Exception as exc:
             error = map_exception(exc, provider, operation)
             if metrics:
                 metrics.provider_calls.labels(provider, operation, error.code).inc()

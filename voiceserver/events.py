@@ -45,7 +45,8 @@ def validate_format(encoding: str, sample_rate: int) -> AudioFormat:
         raise ValueError(f"unknown encoding {encoding!r}; allowed: {', '.join(ENCODINGS)}")
     rates = PCM16_RATES if encoding == "pcm16" else MULAW_RATES
     if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate not in rates:
-        raise ValueError(f"unsupported sample_rate {sample_rate!r} for {encoding}; allowed: {', '.join(map(str, rates))}")
+        allowed = ", ".join(map(str, rates))
+        raise ValueError(f"unsupported sample_rate {sample_rate!r} for {encoding}; allowed: {allowed}")
     return AudioFormat(encoding, sample_rate)  # type: ignore[arg-type]
 
 
@@ -93,7 +94,8 @@ class SessionStarted(Event):
 @dataclass(slots=True)
 class SpeechStarted(Event):
     turn_id: str
-    audio_ms: int
+    audio_ms: int  # stream time where the utterance starts (onset minus pre-roll)
+    confirmed_ms: int | None = None  # stream time at which enough speech was heard to confirm it
 
 
 @dataclass(slots=True)
@@ -195,6 +197,13 @@ class ErrorEvent(Event):
 
 
 @dataclass(slots=True)
+class Pong(Event):
+    """Answer to a client ping, sent after every earlier inbound message was processed."""
+
+    id: str | None = None
+
+
+@dataclass(slots=True)
 class SessionClosed(Event):
     reason: str = "ended"
 
@@ -256,8 +265,16 @@ class EndSession:
 
 
 @dataclass(slots=True)
+class Ping:
+    id: str | None = None
+
+
+@dataclass(slots=True)
 class StartSession:
     config: SessionConfig
 
 
-InboundEvent = InputAudio | InputText | InputCommit | CancelResponse | ResponsePlayed | ToolDecision | EndSession | StartSession
+InboundEvent = (
+    InputAudio | InputText | InputCommit | CancelResponse | ResponsePlayed | ToolDecision | EndSession
+    | StartSession | Ping
+)

@@ -31,7 +31,8 @@ _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("voice
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
-    re.compile(r"(?i)((?:api[_-]?key|token|authorization|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',&]{4,}"),
+    re.compile(r"(?i)((?:api[_-]?key|token|authorization|password|secret)[\"']?\s*[:=]\s*[\"']?)"
+               r"(?!bearer\s)(?!\[redacted)[^\s\"',&]{4,}"),
 ]
 
 

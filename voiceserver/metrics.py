@@ -43,6 +43,10 @@ class Metrics:
         self.turns = Counter("voiceserver_turns_total", "Completed user turns", ["outcome"], registry=r)
         self.barge_ins = Counter("voiceserver_barge_ins_total", "Replies interrupted by the caller", registry=r)
         self.errors = Counter("voiceserver_errors_total", "Errors sent to clients, by code", ["code"], registry=r)
+        self.vad_lag_seconds = Histogram(
+            "voiceserver_vad_lag_seconds", "From an audio frame's arrival to its VAD decision", registry=r,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+        )
         self.engines_loaded = Gauge("voiceserver_engine_loaded", "1 once an engine is loaded", ["engine"], registry=r)
         self.http_requests = Counter(
             "voiceserver_http_requests_total", "HTTP requests by route and status", ["route", "status"], registry=r

@@ -118,6 +118,18 @@ class LimitsConfig(_Section):
     outbound_queue_messages: int = Field(1000, ge=10)
 
 
+class TurnConfig(_Section):
+    """How a voice session runs a turn."""
+
+    output_lead_ms: int = Field(500, ge=0, le=60000, description="how far reply audio may run ahead of real time")
+    output_frame_ms: int = Field(100, ge=10, le=1000, description="size of reply audio frames sent to clients")
+    speculative_stt: bool = Field(
+        True, description="start transcribing at a short pause, keep it if the caller stays silent"
+    )
+    pause_ms: int = Field(200, ge=0, le=2000, description="pause that starts a speculative transcription")
+    history_messages: int = Field(20, ge=0, le=1000, description="turns kept in a session without memory")
+
+
 class Settings(BaseSettings):
     """Everything the server reads from its environment, in one validated object."""
 
@@ -152,6 +164,7 @@ class Settings(BaseSettings):
     tts: TtsConfig = Field(default_factory=TtsConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    turn: TurnConfig = Field(default_factory=TurnConfig)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -197,7 +210,13 @@ class _FileSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):
         super().__init__(settings_cls)
-        self._data = data
+        # Fields known by an environment name (VOICE_PROVIDER...) are keyed by that name in the environment source;
+        # key the file's values the same way so the two merge instead of colliding.
+        aliases = {}
+        for name, info in settings_cls.model_fields.items():
+            if isinstance(info.validation_alias, AliasChoices):
+                aliases[name] = str(info.validation_alias.choices[0])
+        self._data = {aliases.get(k, k): v for k, v in data.items()}
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
         return self._data.get(field_name), field_name, False
@@ -216,7 +235,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SettingsError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise SettingsError(f"config file {path} is not valid {kind}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -251,7 +271,7 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
 
     class _Loaded(Settings):
         @classmethod
-        def settings_customise_sources(  # noqa: PLR0913
+        def settings_customise_sources(
             cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
         ):
             return init_settings, env_settings, _FileSource(settings_cls, file_data)

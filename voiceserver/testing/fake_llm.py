@@ -16,7 +16,17 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..llm.base import ChatChunk, ChatModel, ChatRequest, Finish, ModelCapabilities, TextDelta, ToolCall, ToolCallChunk, Usage
+from ..llm.base import (
+    ChatChunk,
+    ChatModel,
+    ChatRequest,
+    Finish,
+    ModelCapabilities,
+    TextDelta,
+    ToolCall,
+    ToolCallChunk,
+    Usage,
+)
 
 
 @dataclass
@@ -38,7 +48,8 @@ class ScriptedChatModel(ChatModel):
     provider = "scripted"
     capabilities = ModelCapabilities(tools=True, structured_output=True, streaming=True)
 
-    def __init__(self, script: list[Reply | str], *, model_id: str = "scripted/test", cycle: bool = True, **kwargs: Any):
+    def __init__(self, script: list[Reply | str], *, model_id: str = "scripted/test", cycle: bool = True,
+                 **kwargs: Any):
         super().__init__(model_id, retries=0, **kwargs)
         self.script = [Reply(text=r) if isinstance(r, str) else r for r in script]
         self.cycle = cycle

@@ -1,0 +1,62 @@
+"""The command line: help for every command, and a configuration error as one line."""
+
+import subprocess
+import sys
+
+import pytest
+
+from voiceserver.__main__ import build_parser, main
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["models", "--help"], ["models", "fetch", "--help"],
+                                  ["talk", "--help"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: voiceserver" in out
+
+
+def test_top_level_help_lists_commands():
+    help_text = build_parser().format_help()
+    for command in ("serve", "models", "talk"):
+        assert command in help_text
+
+
+def test_console_script_runs():
+    proc = subprocess.run([sys.executable, "-m", "voiceserver", "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "serve" in proc.stdout
+
+
+def test_bad_setting_is_one_line_error(monkeypatch, capsys):
+    monkeypatch.setenv("VOICE_QUALITY", "ultra")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["models", "list"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("voiceserver: configuration error:") and "VOICE_QUALITY" in err and "'high'" in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_models_list(models_dir, capsys):
+    assert main(["models", "list", "--models-dir", str(models_dir)]) == 0
+    out = capsys.readouterr().out
+    for name in ("whisper-base", "piper-joe", "smollm2", "wordllama"):
+        assert name in out
+    assert "missing" not in out and "corrupt" not in out
+
+
+def test_models_fetch_is_idempotent(models_dir, capsys):
+    assert main(["models", "fetch", "--models-dir", str(models_dir)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_serve_with_missing_models_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "voiceserver", "serve", "--port", "0", "--models-dir",
+                           str(tmp_path / "empty")], capture_output=True, text=True, timeout=60, check=False,
+                          env={"PATH": "/usr/bin:/bin", "LANCEDB_URI": str(tmp_path / "mem"), "HOME": str(tmp_path)})
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert err.startswith("voiceserver: model whisper-base is missing"), err
+    assert "voiceserver models fetch" in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -1,0 +1,299 @@
+"""Composition root: builds engines, memory and agents from Settings and mounts the gateways and routes.
+
+This is the only module that names vendors (faster-whisper, Piper, OpenAI, LanceDB...). Everything is created here
+and passed in; nothing is process-global, so a test can run two servers in one process. Tests and embedding
+applications can hand in their own engines and agents (``build_server(settings, stt=..., agents=...)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, WebSocketRoute
+
+from .engines import ProviderError
+from .gateway.hub import SessionHub
+from .gateway.native_ws import native_voice_endpoint
+from .logs import get_logger
+from .metrics import Metrics
+from .model_files import require_models
+from .server.routes import core_routes
+from .session import SessionDeps
+from .settings import AgentConfig, Settings
+
+log = get_logger("SERVER")
+
+# VOICE_QUALITY: what each level changes (documented in README).
+QUALITY = {
+    "low": {"beam_size": 1, "openai_stt": "whisper-1", "openai_tts": "tts-1"},
+    "medium": {"beam_size": 1, "openai_stt": "whisper-1", "openai_tts": "tts-1"},
+    "high": {"beam_size": 5, "openai_stt": "gpt-4o-transcribe", "openai_tts": "gpt-4o-mini-tts"},
+}
+
+
+class StartupError(Exception):
+    """A problem that stops start-up; the message is one readable line."""
+
+
+@dataclass
+class EngineSlot:
+    name: str
+    load: Callable[[], Any]
+    state: str = "pending"  # pending | loading | ready | failed
+    error: str | None = None
+
+
+@dataclass
+class VoiceServer:
+    """Everything one server instance owns."""
+
+    settings: Settings
+    metrics: Metrics
+    stt: Any
+    tts: Any
+    agents: dict[str, Any]
+    default_agent: str
+    memory: Any = None
+    model_registry: Any = None
+    workflows: dict[str, Any] = field(default_factory=dict)
+    extra_routes: list[BaseRoute] = field(default_factory=list)
+    slots: list[EngineSlot] = field(default_factory=list)
+    hub: SessionHub | None = None
+    _load_task: asyncio.Task | None = None
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def engine_status(self) -> dict[str, str]:
+        return {s.name: (s.state if s.state != "failed" else f"failed: {s.error}") for s in self.slots}
+
+    async def load_engines(self) -> None:
+        """Load every engine once (each in its own thread inside its provider), sequentially to spare the CPU."""
+        for slot in self.slots:
+            slot.state = "loading"
+            try:
+                await slot.load()
+                slot.state = "ready"
+                self.metrics.engines_loaded.labels(slot.name).set(1)
+                log.info(f"engine {slot.name} ready")
+            except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log, the server keeps serving
+                slot.state, slot.error = "failed", str(exc)
+                log.error(f"engine {slot.name} failed to load: {exc}")
+
+    async def startup(self) -> None:
+        if self.settings.preload:
+            self._load_task = asyncio.create_task(self.load_engines(), name="load-engines")
+        else:
+            for slot in self.slots:
+                slot.state = "ready"
+
+    async def shutdown(self) -> None:
+        if self.hub is not None:
+            await self.hub.shutdown()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._load_task
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+
+
+def required_models(settings: Settings) -> list[str]:
+    """The embedded models this configuration uses."""
+    names = []
+    if settings.stt_provider == "local":
+        names.append("whisper-base")
+    if settings.tts_provider == "local":
+        names.append("piper-joe")
+    models = []
+    for agent in settings.agent_configs:
+        models.extend(agent.model if isinstance(agent.model, list) else [agent.model])
+    if any(str(m).startswith("local/") for m in models):
+        names.append("smollm2")
+    if any(a.memory.type == "lancedb" and a.memory.embedder == "wordllama" for a in settings.agent_configs):
+        names.append("wordllama")
+    return names
+
+
+def check_startup(settings: Settings) -> None:
+    """Fail fast, in one line, on missing models or an unwritable memory directory."""
+    try:
+        require_models(Path(settings.models_dir), required_models(settings), deep=True)
+    except Exception as exc:  # noqa: BLE001 - ModelError or a manifest problem, reported as one line
+        raise StartupError(str(exc)) from None
+    uri = settings.lancedb_uri
+    if "://" not in uri or uri.startswith("file://"):
+        path = Path(uri.removeprefix("file://"))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-check"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StartupError(f"memory directory {path} is not writable ({exc.strerror}); set LANCEDB_URI") from None
+
+
+def _build_stt(settings: Settings, metrics: Metrics) -> Any:
+    quality = QUALITY[settings.voice_quality]
+    cfg = settings.stt
+    if settings.stt_provider == "openai":
+        from .stt.openai import OpenAISTT
+
+        return OpenAISTT(model=cfg.model or quality["openai_stt"], api_key=_secret(settings.openai_api_key),
+                         base_url=settings.openai_base_url, language=cfg.language, timeout_s=cfg.timeout_s,
+                         retries=cfg.retries, metrics=metrics)
+    from .stt.faster_whisper import FasterWhisperSTT
+
+    return FasterWhisperSTT(Path(settings.models_dir) / "whisper-base", threads=cfg.threads, workers=cfg.workers,
+                            beam_size=max(cfg.beam_size, quality["beam_size"]), language=cfg.language,
+                            timeout_s=cfg.timeout_s, retries=cfg.retries, metrics=metrics)
+
+
+def _build_tts(settings: Settings, metrics: Metrics) -> Any:
+    quality = QUALITY[settings.voice_quality]
+    cfg = settings.tts
+    voice = cfg.voice or settings.agent.voice.voice
+    speed = settings.agent.voice.speed
+    if settings.tts_provider == "openai":
+        from .tts.openai import OpenAITTS
+
+        return OpenAITTS(model=cfg.model if cfg.model != "tts-1" else quality["openai_tts"], voice=voice or "alloy",
+                         api_key=_secret(settings.openai_api_key), base_url=settings.openai_base_url, speed=speed,
+                         timeout_s=cfg.timeout_s, retries=cfg.retries, metrics=metrics)
+    from .tts.piper import PiperTTS
+
+    if voice and voice != "en_US-joe-medium":
+        raise StartupError(f"unknown local voice {voice!r}; the embedded voice is en_US-joe-medium")
+    return PiperTTS(Path(settings.models_dir) / "piper" / "en_US-joe-medium.onnx", speed=speed,
+                    concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s, retries=cfg.retries, metrics=metrics)
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _build_memory(settings: Settings, config: AgentConfig, cache: dict[str, Any]) -> Any:
+    if config.memory.type != "lancedb":
+        return None
+    from .memory import LanceDBStore, Memory
+
+    uri = (config.memory.url or settings.lancedb_uri).removeprefix("file:").removeprefix("//")
+    key = f"{uri}|{config.memory.embedder}"
+    if key not in cache:
+        store = cache.setdefault(f"store:{uri}", LanceDBStore(uri=uri))
+        options = {"last_messages": config.memory.last_messages,
+                   "semantic_recall": {"top_k": 3, "message_range": 2, "scope": "resource"}
+                   if config.memory.semantic_recall else False,
+                   "working_memory": {"enabled": config.memory.working_memory, "scope": "resource"}}
+        cache[key] = Memory(storage=store, embedder=config.memory.embedder, options=options,
+                            models_dir=Path(settings.models_dir))
+    return cache[key]
+
+
+def build_server(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    stt: Any = None,
+    tts: Any = None,
+    agents: dict[str, Any] | None = None,
+    default_agent: str | None = None,
+    memory: Any = None,
+    workflows: dict[str, Any] | None = None,
+    extra_routes: list[BaseRoute] | None = None,
+) -> VoiceServer:
+    """Build a server from settings; any engine or the agents may be supplied instead (tests, embedding apps)."""
+    metrics = metrics or Metrics()
+    server = VoiceServer(settings=settings, metrics=metrics, stt=None, tts=None, agents={}, default_agent="",
+                         workflows=dict(workflows or {}), extra_routes=list(extra_routes or []))
+    server.stt = stt or _build_stt(settings, metrics)
+    server.tts = tts or _build_tts(settings, metrics)
+    server.slots.append(EngineSlot("stt", _warm(server.stt)))
+    server.slots.append(EngineSlot("tts", _warm(server.tts)))
+    server._closers += [server.stt.close, server.tts.close]
+    if agents is None:
+        from .agent.config import build_agents
+        from .llm.registry import ModelContext, ModelRegistry
+        from .voice import CompositeVoice
+
+        registry = ModelRegistry(ModelContext.from_settings(settings, metrics))
+        server.model_registry = registry
+        server._closers.append(registry.close)
+        cache: dict[str, Any] = {}
+        voice = CompositeVoice(input=server.stt, output=server.tts)
+        agents = build_agents(settings.agent_configs, model_registry=registry,
+                              memory_factory=lambda cfg: memory or _build_memory(settings, cfg, cache),
+                              voice_factory=lambda cfg: voice)
+        default_agent = settings.agent.name
+        for name, agent in agents.items():
+            server.slots.append(EngineSlot(f"agent:{name}", _warm_agent(agent)))
+        for obj in cache.values():
+            if hasattr(obj, "load"):
+                server.slots.append(EngineSlot("memory", obj.load))
+                break
+    server.agents = agents
+    server.default_agent = default_agent or next(iter(agents))
+    server.memory = memory or next((getattr(a, "memory", None) for a in agents.values()
+                                    if getattr(a, "memory", None) is not None), None)
+    deps = SessionDeps(stt=server.stt, tts=server.tts, agents=server.agents, default_agent=server.default_agent,
+                       metrics=metrics, limits=settings.limits, turn=settings.turn)
+    server.hub = SessionHub(deps, max_sessions=settings.limits.max_sessions,
+                            api_keys=[k.get_secret_value() for k in settings.api_keys])
+    return server
+
+
+def _warm(engine: Any) -> Callable[[], Any]:
+    async def load() -> None:
+        await engine.load()
+        warmup = getattr(engine, "warmup", None)
+        if warmup is not None:
+            await warmup()
+    return load
+
+
+def _warm_agent(agent: Any) -> Callable[[], Any]:
+    async def load() -> None:
+        warmup = getattr(agent, "warmup", None)
+        if warmup is not None:
+            await warmup()
+    return load
+
+
+def create_app(server: VoiceServer) -> Starlette:
+    """The ASGI app: core routes, the native voice WebSocket, memory and workflow REST when available."""
+    routes: list[BaseRoute] = [*core_routes(), WebSocketRoute("/v1/voice", native_voice_endpoint)]
+    if server.memory is not None:
+        try:
+            from .server.memory_routes import memory_routes
+        except ImportError:  # pragma: no cover - memory REST ships with the memory package
+            pass
+        else:
+            routes += memory_routes(server.memory)
+    if server.workflows:
+        from .server.workflow_routes import workflow_routes
+
+        routes += workflow_routes(server.workflows.get)
+    routes += server.extra_routes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.startup()
+        try:
+            yield
+        finally:
+            await server.shutdown()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.voice = server
+    app.state.hub = server.hub
+    return app
+
+
+__all__ = ["ProviderError", "StartupError", "VoiceServer", "build_server", "check_startup", "create_app"]

@@ -1,0 +1,52 @@
+"""The sessions a server has open: the session limit, lookup, and telling every caller on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+
+from ..logs import get_logger
+from ..session import Session, SessionDeps
+
+log = get_logger("GATEWAY")
+
+
+class SessionHub:
+    """Creates sessions for gateways, enforces ``max_sessions``, closes them all on shutdown."""
+
+    def __init__(self, deps: SessionDeps, *, max_sessions: int, api_keys: list[str] | None = None):
+        self.deps = deps
+        self.max_sessions = max_sessions
+        self.api_keys = [k for k in (api_keys or []) if k]
+        self.sessions: dict[str, Session] = {}
+        self.shutting_down = False
+
+    def authorize(self, presented: str | None) -> bool:
+        """True when no keys are configured, or ``presented`` matches one (constant-time)."""
+        if not self.api_keys:
+            return True
+        if not presented:
+            return False
+        return any(hmac.compare_digest(presented.encode(), key.encode()) for key in self.api_keys)
+
+    def open(self, gateway: str) -> Session | None:
+        """A new session, or None when the server is full or shutting down."""
+        if self.shutting_down or len(self.sessions) >= self.max_sessions:
+            return None
+        session = Session(self.deps, gateway=gateway)
+        self.sessions[session.id] = session
+        return session
+
+    def release(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+
+    async def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Tell every open session the server is going away, end their turns (keeping what was heard)."""
+        self.shutting_down = True
+        sessions = list(self.sessions.values())
+        if sessions:
+            log.info(f"closing {len(sessions)} open sessions")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(s.close("server_shutdown") for s in sessions), return_exceptions=True)
