@@ -60,12 +60,14 @@ class PlaybackTracker:
     def heard_text(self) -> str:
         """Text heard so far: up to the client's played_ms when reported, else the phrases fully sent."""
         if self.reported_played_ms is None:
-            done = [p.text for p in self.phrases if p.end_ms is not None]
+            done = [p.text for p in self.phrases if p.end_ms is not None and p.end_ms > p.start_ms]
             return _join(done)
         played = self.reported_played_ms
         parts: list[str] = []
         for phrase in self.phrases:
             end = phrase.end_ms if phrase.end_ms is not None else self.sent_ms
+            if end <= phrase.start_ms:
+                break  # no audio of it was sent yet
             if end <= played:
                 parts.append(phrase.text)
                 continue

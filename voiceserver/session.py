@@ -353,15 +353,18 @@ class Session:
             turn.playback.begin_phrase(phrase)
             converter: StreamConverter | None = None
             pending = b""
-            async for chunk in self.deps.tts.synthesize(phrase):
-                if "tts_first_audio_ms" not in turn.metrics:
-                    turn.metrics["tts_first_audio_ms"] = (time.perf_counter() - phrase_ready) * 1000
-                if converter is None:
-                    converter = StreamConverter(chunk.format, out_fmt)
-                pending += converter.convert(chunk.audio)
-                while len(pending) >= frame_bytes:
-                    frame, pending = pending[:frame_bytes], pending[frame_bytes:]
-                    announced = await self._send_audio(turn, frame, index, announced, lead_s)
+            # aclosing: on barge-in the synthesis generator (and a Piper worker thread behind it) stops now,
+            # not whenever the garbage collector gets to it.
+            async with contextlib.aclosing(self.deps.tts.synthesize(phrase)) as chunks:
+                async for chunk in chunks:
+                    if "tts_first_audio_ms" not in turn.metrics:
+                        turn.metrics["tts_first_audio_ms"] = (time.perf_counter() - phrase_ready) * 1000
+                    if converter is None:
+                        converter = StreamConverter(chunk.format, out_fmt)
+                    pending += converter.convert(chunk.audio)
+                    while len(pending) >= frame_bytes:
+                        frame, pending = pending[:frame_bytes], pending[frame_bytes:]
+                        announced = await self._send_audio(turn, frame, index, announced, lead_s)
             if converter is not None:
                 pending += converter.flush()
             if pending:

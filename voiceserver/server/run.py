@@ -44,7 +44,7 @@ def run_server(settings: Settings) -> int:
         return 1
     app = create_app(voice)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, loop="uvloop", ws="websockets", lifespan="on",
+        app, host=settings.host, port=settings.port, loop="uvloop", ws="websockets-sansio", lifespan="on",
         log_config=None, access_log=False, ws_max_size=1 << 20, ws_ping_interval=20, ws_ping_timeout=20,
         timeout_graceful_shutdown=10,
     )

@@ -2,7 +2,7 @@
 
 - :class:`ScriptedSTT` returns the next scripted transcript after ``delay_s`` (or derives it from the audio).
 - :class:`ToneTTS` "speaks" a phrase as a sine tone whose length is proportional to the text, in chunks, after
-  ``first_delay_s``; it records every phrase it was asked to speak and how many were cancelled.
+  ``first_delay_s``; it records every phrase it was asked to speak and how many were stopped before the end.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class ToneTTS(TextToSpeech):
         rate = self.capabilities.sample_rate
         total = int(rate * len(text) * self.ms_per_char / 1000 / max(speed, 0.1))
         step = int(rate * self.chunk_ms / 1000)
+        completed = False
         try:
             if self.first_delay_s:
                 await asyncio.sleep(self.first_delay_s)
@@ -73,6 +74,7 @@ class ToneTTS(TextToSpeech):
                 t = (np.arange(start, start + n) / rate).astype(np.float32)
                 samples = (0.3 * np.sin(2 * math.pi * 440.0 * t) * 32767).astype("<i2")
                 yield AudioChunk(samples.tobytes(), rate)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
+            completed = True
+        finally:
+            if not completed:  # cancelled, or the consumer stopped reading (barge-in)
+                self.cancelled += 1

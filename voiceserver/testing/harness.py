@@ -1,0 +1,52 @@
+"""Run a complete voice server with your own (or scripted) engines on 127.0.0.1 port 0, for tests.
+
+    async with voice_server(agent=my_agent, stt=ScriptedSTT(["hello"]), tts=ToneTTS()) as vs:
+        async with VoiceClient.connect(vs.ws_url) as client:
+            turn = await client.ask_text("hi")
+
+Anything not given is scripted: a ScriptedSTT, a ToneTTS, and an Agent over a ScriptedChatModel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..app import VoiceServer, build_server, create_app
+from ..settings import Settings
+from .fake_llm import ScriptedChatModel
+from .fake_voice import ScriptedSTT, ToneTTS
+from .servers import RunningServer, serve_app
+
+
+@dataclass
+class RunningVoiceServer:
+    server: VoiceServer
+    running: RunningServer
+
+    @property
+    def ws_url(self) -> str:
+        return self.running.ws_url + "/v1/voice"
+
+    @property
+    def http_url(self) -> str:
+        return self.running.http_url
+
+
+@contextlib.asynccontextmanager
+async def voice_server(*, agent: Any = None, agents: dict[str, Any] | None = None, stt: Any = None, tts: Any = None,
+                       settings: Settings | None = None, **build_kwargs: Any) -> AsyncIterator[RunningVoiceServer]:
+    """A real uvicorn server around :func:`voiceserver.app.build_server` with the given parts."""
+    from ..agent import Agent
+
+    if agents is None:
+        agent = agent or Agent(name="Assistant", instructions="Be brief.",
+                               model=ScriptedChatModel(["Hello! How can I help you today?"]))
+        agents = {agent.name: agent}
+    settings = settings or Settings()
+    server = build_server(settings, stt=stt or ScriptedSTT(["hello there"]), tts=tts or ToneTTS(), agents=agents,
+                          default_agent=next(iter(agents)), **build_kwargs)
+    async with serve_app(create_app(server)) as running:
+        yield RunningVoiceServer(server, running)
