@@ -259,10 +259,17 @@ def _warm(engine: Any) -> Callable[[], Any]:
 
 
 def _warm_agent(agent: Any) -> Callable[[], Any]:
+    """Load the agent's model and run one tiny turn, so the first caller does not pay for loading the weights
+    and the local model's prompt cache already holds the system prompt (instructions and tool descriptions)."""
+
     async def load() -> None:
-        warmup = getattr(agent, "warmup", None)
-        if warmup is not None:
-            await warmup()
+        get_model = getattr(agent, "get_model", None)
+        if get_model is None:
+            return
+        model = await get_model()
+        await model.load()
+        if getattr(model, "provider", "") in ("llama_cpp", "local"):
+            await agent.generate("Hello", model_settings={"max_tokens": 1}, max_steps=1)
     return load
 
 
