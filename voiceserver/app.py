@@ -17,6 +17,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, WebSocketRoute
 
+from .container import VoiceApp
 from .engines import ProviderError
 from .gateway.hub import SessionHub
 from .gateway.native_ws import native_voice_endpoint
@@ -25,7 +26,7 @@ from .metrics import Metrics
 from .model_files import require_models
 from .server.routes import core_routes
 from .session import SessionDeps
-from .settings import AgentConfig, Settings
+from .settings import MemoryConfig, Settings
 
 log = get_logger("SERVER")
 
@@ -105,27 +106,36 @@ class VoiceServer:
                     await result
 
 
-def required_models(settings: Settings) -> list[str]:
-    """The embedded models this configuration uses."""
+def required_models(settings: Settings, agents: dict[str, Any] | None = None) -> list[str]:
+    """The embedded models this configuration uses (``agents``: an application's agents, when it brings its own)."""
     names = []
     if settings.stt_provider == "local":
         names.append("whisper-base")
     if settings.tts_provider == "local":
         names.append("piper-joe")
-    models = []
-    for agent in settings.agent_configs:
-        models.extend(agent.model if isinstance(agent.model, list) else [agent.model])
-    if any(str(m).startswith("local/") for m in models):
+    models: list[Any] = []
+    if agents is None:
+        for config in settings.agent_configs:
+            models.extend(config.model if isinstance(config.model, list) else [config.model])
+        wordllama = any(a.memory.type == "lancedb" and a.memory.embedder == "wordllama"
+                        for a in settings.agent_configs)
+    else:
+        for agent in agents.values():
+            spec = getattr(agent, "model", None)
+            models.extend(spec if isinstance(spec, list) else [spec])
+        wordllama = any(type(getattr(getattr(a, "memory", None), "embedder", None)).__name__ == "WordLlamaEmbedder"
+                        for a in agents.values())
+    if any(isinstance(m, str) and m.startswith("local/") for m in models):
         names.append("smollm2")
-    if any(a.memory.type == "lancedb" and a.memory.embedder == "wordllama" for a in settings.agent_configs):
+    if wordllama:
         names.append("wordllama")
     return names
 
 
-def check_startup(settings: Settings) -> None:
+def check_startup(settings: Settings, agents: dict[str, Any] | None = None) -> None:
     """Fail fast, in one line, on missing models or an unwritable memory directory."""
     try:
-        require_models(Path(settings.models_dir), required_models(settings), deep=True)
+        require_models(Path(settings.models_dir), required_models(settings, agents), deep=True)
     except Exception as exc:  # noqa: BLE001 - ModelError or a manifest problem, reported as one line
         raise StartupError(str(exc)) from None
     uri = settings.lancedb_uri
@@ -179,20 +189,21 @@ def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def _build_memory(settings: Settings, config: AgentConfig, cache: dict[str, Any]) -> Any:
-    if config.memory.type != "lancedb":
+def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any]) -> Any:
+    """One Memory per (store, embedder), shared by the agents that use it."""
+    if config.type != "lancedb":
         return None
     from .memory import LanceDBStore, Memory
 
-    uri = (config.memory.url or settings.lancedb_uri).removeprefix("file:").removeprefix("//")
-    key = f"{uri}|{config.memory.embedder}"
+    uri = (config.url or settings.lancedb_uri).removeprefix("file:").removeprefix("//")
+    key = f"{uri}|{config.embedder}|{config.last_messages}|{config.semantic_recall}|{config.working_memory}"
     if key not in cache:
         store = cache.setdefault(f"store:{uri}", LanceDBStore(uri=uri))
-        options = {"last_messages": config.memory.last_messages,
+        options = {"last_messages": config.last_messages,
                    "semantic_recall": {"top_k": 3, "message_range": 2, "scope": "resource"}
-                   if config.memory.semantic_recall else False,
-                   "working_memory": {"enabled": config.memory.working_memory, "scope": "resource"}}
-        cache[key] = Memory(storage=store, embedder=config.memory.embedder, options=options,
+                   if config.semantic_recall else False,
+                   "working_memory": {"enabled": config.working_memory, "scope": "resource"}}
+        cache[key] = Memory(storage=store, embedder=config.embedder, options=options,
                             models_dir=Path(settings.models_dir))
     return cache[key]
 
@@ -200,6 +211,7 @@ def _build_memory(settings: Settings, config: AgentConfig, cache: dict[str, Any]
 def build_server(
     settings: Settings,
     *,
+    app: VoiceApp | None = None,
     metrics: Metrics | None = None,
     stt: Any = None,
     tts: Any = None,
@@ -209,8 +221,16 @@ def build_server(
     workflows: dict[str, Any] | None = None,
     extra_routes: list[BaseRoute] | None = None,
 ) -> VoiceServer:
-    """Build a server from settings; any engine or the agents may be supplied instead (tests, embedding apps)."""
+    """Build a server from settings. An application container (``app``, or ``settings.app`` as an import path)
+    supplies agents, workflows and storage; otherwise they come from the settings. Any engine or the agents may
+    also be handed in directly (tests, embedding applications)."""
     metrics = metrics or Metrics()
+    if app is None and settings.app:
+        app = _load_app(settings.app)
+    if app is not None:
+        agents = agents if agents is not None else app.get_agents()
+        workflows = {**app.get_workflows(), **(workflows or {})}
+        memory = memory or app.memory
     server = VoiceServer(settings=settings, metrics=metrics, stt=None, tts=None, agents={}, default_agent="",
                          workflows=dict(workflows or {}), extra_routes=list(extra_routes or []))
     server.stt = stt or _build_stt(settings, metrics)
@@ -234,12 +254,15 @@ def build_server(
         default_agent = settings.agent.name
         for name, agent in agents.items():
             server.slots.append(EngineSlot(f"agent:{name}", _warm_agent(agent)))
-        for obj in cache.values():
-            if hasattr(obj, "load"):
-                server.slots.append(EngineSlot("memory", obj.load))
-                break
+        memories = [obj for key, obj in cache.items() if not key.startswith("store:")]
+        for i, mem in enumerate(memories):  # opens tables and loads the embedder before the first caller
+            server.slots.append(EngineSlot("memory" if i == 0 else f"memory-{i}", mem.open))
+            server._closers.append(mem.close)
     server.agents = agents
     server.default_agent = default_agent or next(iter(agents))
+    for agent in agents.values():  # workflows the agents use are served over HTTP too
+        for key, workflow in (getattr(agent, "workflows", None) or {}).items():
+            server.workflows.setdefault(getattr(workflow, "id", key), workflow)
     server.memory = memory or next((getattr(a, "memory", None) for a in agents.values()
                                     if getattr(a, "memory", None) is not None), None)
     deps = SessionDeps(stt=server.stt, tts=server.tts, agents=server.agents, default_agent=server.default_agent,
@@ -247,6 +270,22 @@ def build_server(
     server.hub = SessionHub(deps, max_sessions=settings.limits.max_sessions,
                             api_keys=[k.get_secret_value() for k in settings.api_keys])
     return server
+
+
+def _load_app(path: str) -> VoiceApp:
+    from .agent.config import load_object
+
+    try:
+        obj = load_object(path)
+    except Exception as exc:  # noqa: BLE001 - AgentConfigError or anything user code raised
+        raise StartupError(str(exc)) from None
+    if callable(obj) and not isinstance(obj, VoiceApp):
+        obj = obj()  # a factory function
+    if not isinstance(obj, VoiceApp):
+        raise StartupError(f"--app {path!r} is a {type(obj).__name__}, not a voiceserver.VoiceApp")
+    if not obj.get_agents():
+        raise StartupError(f"--app {path!r} registers no agents")
+    return obj
 
 
 def _warm(engine: Any) -> Callable[[], Any]:

@@ -158,6 +158,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("GOOGLE_AI_API_KEY", "google_ai_api_key")
     )
     api_keys: list[SecretStr] = Field(default_factory=list, description="if set, clients must present one")
+    app: str | None = Field(None, description="import path of a voiceserver.VoiceApp to serve ('pkg.module:app')")
     agent: AgentConfig = Field(default_factory=AgentConfig)
     agents: list[AgentConfig] = Field(default_factory=list)
     stt: SttConfig = Field(default_factory=SttConfig)

@@ -39,6 +39,8 @@ def run_server(settings: Settings) -> int:
     try:
         check_startup(settings)
         voice = build_server(settings)
+        if settings.app:
+            check_startup(settings, voice.agents)  # the application's own agents may use other models
     except StartupError as exc:
         print(f"voiceserver: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,1 @@
+"""Runnable examples of the voiceserver agent library (see docs/agents.md)."""
