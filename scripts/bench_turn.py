@@ -137,7 +137,8 @@ async def main_async(args: argparse.Namespace) -> None:
     for key in fast:
         p50, p95 = summary(fast[key])
         b50, b95 = summary(base[key])
-        print(f"{key:<26} {p50:>8.0f} {p95:>8.0f}   {b50:>12.0f} {b95:>8.0f}   {p50 / b50 if b50 else float('nan'):>9.2f}")
+        ratio = p50 / b50 if b50 else float("nan")
+        print(f"{key:<26} {p50:>8.0f} {p95:>8.0f}   {b50:>12.0f} {b95:>8.0f}   {ratio:>9.2f}")
     print("client_voice_to_voice_ms: from sending the frame with the end of the question to the first reply audio "
           "byte received; includes the 500 ms endpoint silence.")
 

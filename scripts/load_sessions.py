@@ -51,7 +51,8 @@ def serve_fake(port_file: str) -> None:
     configure_logging("warn", "json")
     settings = Settings(limits=LimitsConfig(max_sessions=20000))
     agent = Agent(name="Assistant", instructions="Be brief.", model=ScriptedChatModel(["Okay."]))
-    server = build_server(settings, stt=ScriptedSTT(["hello"]), tts=ToneTTS(ms_per_char=20), agents={"Assistant": agent})
+    server = build_server(settings, stt=ScriptedSTT(["hello"]), tts=ToneTTS(ms_per_char=20),
+                          agents={"Assistant": agent})
     config = uvicorn.Config(create_app(server), host="127.0.0.1", port=0, loop="uvloop", ws="websockets-sansio",
                             log_config=None, access_log=False, ws_max_size=1 << 20, backlog=4096,
                             ws_ping_interval=None)

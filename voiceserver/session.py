@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import StreamConverter
+from .dialog import PendingApproval, PendingWorkflow
 from .engines import ProviderError
 from .events import (
     PCM16_16K,
@@ -29,13 +30,10 @@ from .events import (
     InputAudio,
     InputCommit,
     InputText,
-    ResponseAudio,
-    ResponseAudioStarted,
     ResponseCancelled,
     ResponseDone,
     ResponsePlayed,
     ResponseStarted,
-    ResponseTextDelta,
     SessionClosed,
     SessionConfig,
     SessionStarted,
@@ -49,11 +47,11 @@ from .ids import new_id
 from .logs import get_logger, log_context
 from .metrics import Metrics
 from .outbox import Outbox
-from .playback import PlaybackTracker
+from .reply import Reply, Turn
+from .session_dialog import SpokenDialog
 from .settings import LimitsConfig, TurnConfig
 from .stt.base import SpeechToText
 from .tts.base import TextToSpeech
-from .tts.phrases import PhraseChunker
 from .vad.segmenter import Segmenter, SegmenterConfig, SpeechEnd, SpeechPause, SpeechResume, SpeechStart
 
 log = get_logger("SESSION")
@@ -72,25 +70,7 @@ class SessionDeps:
     turn: TurnConfig = field(default_factory=TurnConfig)
 
 
-@dataclass
-class Turn:
-    """One user turn and its reply."""
-
-    id: str
-    audio: bytes = b""
-    text: str | None = None
-    last_voiced_at: float | None = None  # wall clock of the last voiced frame's arrival
-    ended_at: float = 0.0  # when the endpoint was decided
-    task: asyncio.Task | None = None
-    stream: Any = None
-    responding: bool = False
-    playback: PlaybackTracker = field(default_factory=PlaybackTracker)
-    reply_text: list[str] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    done: bool = False
-
-
-class Session:
+class Session(SpokenDialog):
     """A voice conversation with one caller. Create, ``await start(config)``, ``handle`` events, ``await close()``."""
 
     def __init__(self, deps: SessionDeps, *, gateway: str = "native", session_id: str | None = None):
@@ -113,6 +93,8 @@ class Session:
         self._converter: StreamConverter | None = None
         self._segmenter: Segmenter | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.pending_approval: PendingApproval | None = None  # a tool call waiting for the caller's yes or no
+        self.pending_workflow: PendingWorkflow | None = None  # a workflow waiting for the caller's answer
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -145,6 +127,8 @@ class Session:
                                                 "resource": self.config.resource, "thread": self.config.thread})
         await self.outbox.put(SessionStarted(self.id, self.config.resource, self.config.thread,
                                              self.config.input_format, self.config.output_format, self.agent_name))
+        if self.config.resource and getattr(self.deps.agents.get(self.agent_name), "workflows", None):
+            self._spawn(self._offer_unfinished_workflows())
 
     async def close(self, reason: str = "ended") -> None:
         """End the session: stop the turn (keeping what was heard), cancel tasks, release the outbox."""
@@ -238,7 +222,13 @@ class Session:
         self._begin_turn(Turn(id=new_id("turn"), text=text, ended_at=time.perf_counter()), None)
 
     async def _on_tool_decision(self, decision: ToolDecision) -> None:
-        await self._error("no_pending_approval", f"no tool call {decision.tool_call_id!r} is waiting for approval")
+        pending = self.pending_approval
+        if pending is None or pending.tool_call_id != decision.tool_call_id:
+            await self._error("no_pending_approval", f"no tool call {decision.tool_call_id!r} is waiting for approval")
+            return
+        if self._turn is not None and not self._turn.done:
+            await self._interrupt("new_input")  # the question may still be being spoken
+        self._begin_turn(Turn(id=new_id("turn"), decision=decision, ended_at=time.perf_counter()), None)
 
     # --- turns -------------------------------------------------------------------------------------------------
 
@@ -275,6 +265,10 @@ class Session:
                 turn.done = True
 
     async def _turn_body(self, turn: Turn, speculative: asyncio.Task | None) -> None:
+        if turn.decision is not None:
+            await self._resolve_approval(turn, approve=turn.decision.approve, user_text=None,
+                                         reason=turn.decision.reason)
+            return
         text = turn.text
         if text is None:
             result = None
@@ -292,20 +286,38 @@ class Session:
         if self._carry_text:
             text, self._carry_text = f"{self._carry_text} {text}", ""
         turn.text = text
+        if self.pending_approval is not None and await self._answer_approval(turn, text):
+            return
+        if self.pending_workflow is not None and await self._answer_workflow(turn, text):
+            return
         await self._respond(turn, text)
+
+    def _reply(self, turn: Turn) -> Reply:
+        return Reply(turn, outbox=self.outbox, tts=self.deps.tts, output_format=self.config.output_format,
+                     config=self.deps.turn, metrics=self.deps.metrics)
 
     async def _respond(self, turn: Turn, text: str) -> None:
         agent = self.deps.agents[self.agent_name]
-        turn.responding = True
-        await self.outbox.put(ResponseStarted(turn.id))
         memory_ids = self._memory_ids(agent)
         agent_input: Any = text if memory_ids else [*self.history, {"role": "user", "content": text}]
+        context = {"resource_id": self.config.resource, "workflow_observer": self._observe_workflow}
+
+        async def open_stream() -> Any:
+            if memory_ids:
+                return agent.stream(agent_input, memory=memory_ids, context=context)
+            return agent.stream(agent_input, context=context)
+
+        await self._speak_agent(turn, agent, open_stream, user_text=text)
+
+    async def _speak_agent(self, turn: Turn, agent: Any, open_stream: Any, user_text: str | None) -> None:
+        """Run an agent stream (a new turn, or an approved / declined continuation) and speak it."""
+        turn.responding = True
+        await self.outbox.put(ResponseStarted(turn.id))
         started = time.perf_counter()
-        turn.stream = agent.stream(agent_input, memory=memory_ids) if memory_ids else agent.stream(agent_input)
-        phrases: asyncio.Queue[str | None] = asyncio.Queue(maxsize=16)
-        speaker = asyncio.create_task(self._speak(turn, phrases), name=f"speak-{turn.id}")
-        chunker = PhraseChunker()
+        turn.stream = await open_stream()
+        reply = self._reply(turn)
         budget = self.deps.limits.max_reply_chars
+        handed_over = False  # a workflow took over the conversation: stop the model's own follow-up
         try:
             async for chunk in turn.stream:
                 kind = chunk.type
@@ -317,77 +329,54 @@ class Session:
                         turn.metrics["llm_first_token_ms"] = (time.perf_counter() - started) * 1000
                     delta = delta[: max(budget, 0)]
                     budget -= len(delta)
-                    turn.reply_text.append(delta)
-                    await self.outbox.put(ResponseTextDelta(turn.id, delta))
-                    for phrase in chunker.feed(delta):
-                        await phrases.put(phrase)
+                    await reply.delta(delta)
                     if budget <= 0:
                         log.info("reply cut at max_reply_chars")
+                        break
+                elif kind == "tool-call-approval":
+                    await self._ask_approval(turn, reply, agent, chunk)
+                elif kind == "tool-result":
+                    if await self._workflow_took_over(turn, reply, agent, chunk.payload):
+                        handed_over = True
                         break
                 elif kind == "error":
                     error = chunk.payload.get("error")
                     raise error if isinstance(error, Exception) else ProviderError("agent_error", str(error))
-            for phrase in chunker.flush():
-                await phrases.put(phrase)
-            await phrases.put(None)
-            await speaker
+            if handed_over:
+                await turn.stream.cancel(heard_text=turn.reply or None)
+            await reply.finish()
         finally:
-            if not speaker.done():
-                speaker.cancel()
-                with contextlib.suppress(BaseException):
-                    await speaker
-        reply = "".join(turn.reply_text).strip()
+            await reply.close()
         if not self._memory_ids(agent):
-            self._remember(text, reply)
-        await self.outbox.put(ResponseDone(turn.id, reply, interrupted=False))
+            self._remember(user_text or "", turn.reply)
+        await self.outbox.put(ResponseDone(turn.id, turn.reply, interrupted=False))
         await self._emit_metrics(turn)
 
-    async def _speak(self, turn: Turn, phrases: asyncio.Queue[str | None]) -> None:
-        out_fmt = self.config.output_format
-        frame_bytes = out_fmt.bytes_for_ms(self.deps.turn.output_frame_ms)
-        lead_s = self.deps.turn.output_lead_ms / 1000
-        announced = False
-        index = 0
-        while (phrase := await phrases.get()) is not None:
-            phrase_ready = time.perf_counter()
-            turn.playback.begin_phrase(phrase)
-            converter: StreamConverter | None = None
-            pending = b""
-            # aclosing: on barge-in the synthesis generator (and a Piper worker thread behind it) stops now,
-            # not whenever the garbage collector gets to it.
-            async with contextlib.aclosing(self.deps.tts.synthesize(phrase)) as chunks:
-                async for chunk in chunks:
-                    if "tts_first_audio_ms" not in turn.metrics:
-                        turn.metrics["tts_first_audio_ms"] = (time.perf_counter() - phrase_ready) * 1000
-                    if converter is None:
-                        converter = StreamConverter(chunk.format, out_fmt)
-                    pending += converter.convert(chunk.audio)
-                    while len(pending) >= frame_bytes:
-                        frame, pending = pending[:frame_bytes], pending[frame_bytes:]
-                        announced = await self._send_audio(turn, frame, index, announced, lead_s)
-            if converter is not None:
-                pending += converter.flush()
-            if pending:
-                announced = await self._send_audio(turn, pending, index, announced, lead_s)
-            turn.playback.end_phrase()
-            index += 1
+    async def _speak_only(self, turn: Turn, text: str, user_text: str | None) -> None:
+        """A reply the server composes itself (a question asked again, a workflow's progress)."""
+        turn.responding = True
+        await self.outbox.put(ResponseStarted(turn.id))
+        reply = self._reply(turn)
+        try:
+            await reply.say(text)
+            await reply.finish()
+        finally:
+            await reply.close()
+        await self._record_exchange(user_text, turn.reply)
+        await self.outbox.put(ResponseDone(turn.id, turn.reply, interrupted=False))
+        await self._emit_metrics(turn)
 
-    async def _send_audio(self, turn: Turn, frame: bytes, index: int, announced: bool, lead_s: float) -> bool:
-        out_fmt = self.config.output_format
-        now = time.perf_counter()
-        ahead = turn.playback.ahead_ms(now) / 1000
-        if ahead > lead_s:
-            await asyncio.sleep(ahead - lead_s)  # pace to real time so "sent" stays close to "heard"
-        if not announced:
-            await self.outbox.put(ResponseAudioStarted(turn.id, out_fmt))
-            if turn.last_voiced_at is not None:
-                v2v = time.perf_counter() - turn.last_voiced_at
-                turn.metrics["voice_to_voice_ms"] = v2v * 1000
-                self.deps.metrics.voice_to_voice_seconds.observe(v2v)
-            turn.metrics["first_audio_ms"] = (time.perf_counter() - turn.ended_at) * 1000
-        await self.outbox.put(ResponseAudio(turn.id, AudioChunk(frame, out_fmt.sample_rate, out_fmt.encoding), index))
-        turn.playback.add_audio(out_fmt.ms_for_bytes(len(frame)), time.perf_counter())
-        return True
+    async def _record_exchange(self, user_text: str | None, reply: str) -> None:
+        """Keep a server-composed exchange in the conversation (memory when configured, else the session)."""
+        agent = self.deps.agents[self.agent_name]
+        ids = self._memory_ids(agent)
+        if ids is None:
+            self._remember(user_text or "", reply)
+            return
+        messages = [{"role": role, "content": content, "thread_id": ids["thread"], "resource_id": ids["resource"]}
+                    for role, content in (("user", user_text), ("assistant", reply)) if content]
+        if messages:
+            await agent.memory.save_messages(messages)
 
     async def _interrupt(self, reason: str, notify: bool = True, turn: Turn | None = None) -> None:
         """Stop the current turn now; keep only what the caller heard."""
@@ -491,3 +480,4 @@ def _r(value: float | None) -> float | None:
 def _ignore_result(task: asyncio.Task) -> None:
     if not task.cancelled():
         task.exception()  # mark retrieved: a failed guess is simply not used
+

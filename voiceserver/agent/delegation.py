@@ -56,16 +56,27 @@ def workflow_tool(key: str, workflow: Any) -> Tool:
         schema = None
 
     async def execute(input: Any, ctx: ToolContext) -> Any:
-        run = workflow.create_run()
+        resource_id = ctx.resource_id or ctx.context.get("resource_id")
+        try:
+            run = workflow.create_run(resource_id=resource_id) if resource_id else workflow.create_run()
+        except TypeError:  # a duck-typed workflow without resource ids
+            run = workflow.create_run()
         if inspect.isawaitable(run):
             run = await run
+        # A voice session passes an observer so the workflow's events reach the caller while it runs.
+        observer = ctx.context.get("workflow_observer")
+        if callable(observer):
+            observer(key, workflow, run)
         data = input.model_dump(mode="json") if isinstance(input, BaseModel) else input
         result = await run.start(input_data=data)
         status = getattr(result, "status", "success")
         if status == "success":
             return getattr(result, "result", None)
         if status == "suspended":
-            return {"status": "suspended", "run_id": getattr(run, "run_id", None),
+            suspended = list(getattr(result, "suspended", None) or [])
+            return {"status": "suspended", "workflow": key, "run_id": getattr(run, "run_id", None),
+                    "step": suspended[0] if suspended else None,
+                    "suspend_payload": getattr(result, "suspend_payload", None),
                     "message": f"the {key} workflow is waiting for input; it resumes outside this conversation step"}
         error = getattr(result, "error", None)
         raise RuntimeError(f"workflow {key!r} ended with status {status}" + (f": {error}" if error else ""))

@@ -198,7 +198,7 @@ class ChatModel:
                 raise
             except GeneratorExit:
                 raise
-            except Exception as exc:  # noqa: BLE001 - mapped below
+            except Exception as exc:
                 error = map_exception(exc, self.provider, "llm")
                 self.metrics.provider_calls.labels(self.provider, "chat", error.code).inc()
                 if produced or not error.retryable or attempt >= self.retries:

@@ -38,8 +38,9 @@ class Reply:
     first_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     error: Exception | None = None  # raised instead of answering
-    # Called with the request to compute the reply text dynamically (overrides ``text``).
-    respond: Callable[[ChatRequest], str] | None = None
+    # Called with the request to compute the reply dynamically: a str (the text) or a whole Reply (text and/or
+    # tool calls), so one scripted model can answer different kinds of calls (tools, structured output...).
+    respond: Callable[[ChatRequest], str | Reply] | None = None
 
 
 class ScriptedChatModel(ChatModel):
@@ -75,17 +76,25 @@ class ScriptedChatModel(ChatModel):
                 await asyncio.sleep(reply.first_delay_s)
             if reply.error is not None:
                 raise reply.error
-            text = reply.respond(request) if reply.respond else reply.text
+            tool_calls = reply.tool_calls
+            if reply.respond is not None:
+                answer = reply.respond(request)
+                if isinstance(answer, Reply):
+                    text, tool_calls = answer.text, answer.tool_calls
+                else:
+                    text = answer
+            else:
+                text = reply.text
             pieces = re.findall(r"\S+\s*|\s+", text)
             for i, piece in enumerate(pieces):
                 if i and reply.chunk_delay_s:
                     await asyncio.sleep(reply.chunk_delay_s)
                 yield TextDelta(piece)
-            for name, args in reply.tool_calls:
+            for name, args in tool_calls:
                 yield ToolCallChunk(ToolCall(id=ToolCall.new_id(), name=name, arguments=dict(args)))
             usage = Usage(prompt_tokens=sum(len((m.content or "").split()) for m in request.messages),
                           completion_tokens=len(pieces))
-            yield Finish("tool_calls" if reply.tool_calls else "stop", usage)
+            yield Finish("tool_calls" if tool_calls else "stop", usage)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
