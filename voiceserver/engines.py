@@ -9,7 +9,6 @@ metrics and error mapping through :func:`call_with_policy`; a provider writes on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -124,24 +123,32 @@ class EngineGate:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Free a slot taken with ``async with`` / ``acquire`` (sync, so a thread's done-callback can call it)."""
         self.busy -= 1
         self._metrics.engine_busy.labels(self.name).set(self.busy)
         self._sem.release()
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking call in a thread while holding a slot.
+    async def acquire(self) -> None:
+        """Take a slot (waiting, measured); pair with :meth:`release`."""
+        await self.__aenter__()
 
-        If the caller is cancelled the thread still finishes (threads cannot be killed); the slot is held until
-        it does, so the engine is never over-subscribed.
+    def hold_until_done(self, future: asyncio.Future) -> None:
+        """Keep the slot until ``future`` (a worker thread) ends, then free it.
+
+        Threads cannot be killed: a caller who stops waiting (barge-in, timeout) returns at once, while the slot
+        stays taken until the thread really finishes, so the engine is never over-subscribed.
         """
-        async with self:
-            future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-            try:
-                return await asyncio.shield(future)
-            except asyncio.CancelledError:
-                with contextlib.suppress(BaseException):
-                    await future
-                raise
+        future.add_done_callback(lambda _f: self.release())
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call in a worker thread inside a slot; cancelling the caller returns immediately."""
+        await self.acquire()
+        future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self.hold_until_done(future)
+        return await asyncio.shield(future)
 
 
 async def iterate_in_thread(
@@ -151,20 +158,21 @@ async def iterate_in_thread(
 
     ``produce(emit)`` runs in the thread and calls ``emit(item)`` for each item; ``emit`` returns False once the
     consumer has gone away, and the producer should stop then. The whole generator is consumed inside the thread.
+    Closing the iterator early returns at once; the engine slot is freed when the thread has stopped.
     """
     loop = asyncio.get_running_loop()
     # The queue itself is unbounded but at most `maxsize` items (plus one end marker) are ever in it: `space`
     # counts free places and the producer thread waits on it.
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    stopped = False
+    stopped = threading.Event()
     space = threading.Semaphore(maxsize)
 
     def emit(item: Any) -> bool:
         # Block the worker thread (not the loop) while the queue is full: backpressure on the engine.
         while not space.acquire(timeout=0.1):
-            if stopped:
+            if stopped.is_set():
                 return False
-        if stopped:
+        if stopped.is_set():
             return False
         loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
         return True
@@ -176,21 +184,25 @@ async def iterate_in_thread(
         except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
             loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
 
-    async with gate:
-        worker = asyncio.ensure_future(asyncio.to_thread(run))
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "item":
-                    space.release()
-                    yield value
-                elif kind == "error":
-                    raise value
-                else:
-                    break
-        finally:
-            stopped = True
-            # Unblock a producer waiting for space, then wait for the thread so the slot is honest.
-            space.release()
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(worker)
+    await gate.acquire()
+    worker = asyncio.ensure_future(asyncio.to_thread(run))
+    gate.hold_until_done(worker)
+    worker.add_done_callback(_retrieve)
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "item":
+                space.release()
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                break
+    finally:
+        stopped.set()
+        space.release()  # unblock a producer waiting for space; it sees `stopped` and returns
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # the consumer already got any error through the queue

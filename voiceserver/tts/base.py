@@ -75,7 +75,7 @@ class TextToSpeech:
                 return
             except (asyncio.CancelledError, GeneratorExit):
                 raise
-            except Exception as exc:  # noqa: BLE001 - mapped below
+            except Exception as exc:
                 error = map_exception(exc, self.provider, "tts")
                 self.metrics.provider_calls.labels(self.provider, "tts", error.code).inc()
                 if produced or not error.retryable or attempt >= self.retries:
