@@ -1,0 +1,229 @@
+"""The local model end to end: the real SmolLM2 GGUF through llama.cpp in worker threads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from voiceserver.llm import LlamaCppModel, ModelContext, ModelRegistry
+from voiceserver.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallChunk, ToolSpec
+
+pytestmark = pytest.mark.e2e
+
+SYSTEM = ChatMessage("system", "You are a helpful voice assistant. Answer in one or two short spoken sentences.")
+
+
+class Weather(BaseModel):
+    location: str
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+WEATHER = ToolSpec("weather", "Current weather for a city.", Weather.model_json_schema())
+# Forces a long generation whatever the model would like to say: 60 integers at least (120+ tokens).
+LONG_ARRAY = {"type": "array", "items": {"type": "integer"}, "minItems": 60}
+# Generous limits: other test runs share the two cores, and these tests assert on behaviour, never on speed.
+TIMEOUT_S = 240.0
+
+
+@pytest.fixture
+def gguf(models_dir: Path) -> Path:
+    return models_dir / "llm" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture
+async def model(gguf):
+    m = LlamaCppModel(gguf, threads=2, pool=1, seed=7, timeout_s=TIMEOUT_S)
+    yield m
+    await m.close()
+
+
+async def test_streams_non_empty_text_with_usage(model):
+    request = ChatRequest([SYSTEM, ChatMessage("user", "What is the capital of France?")])
+    chunks = [c async for c in model.stream(request)]
+    text = "".join(c.text for c in chunks if isinstance(c, TextDelta))
+    assert text.strip()
+    assert sum(isinstance(c, TextDelta) for c in chunks) > 1  # streamed, not in one piece
+    finish = chunks[-1]
+    assert isinstance(finish, Finish) and finish.reason in ("stop", "length")
+    assert finish.usage.prompt_tokens > 20 and finish.usage.completion_tokens > 0
+
+
+async def test_concurrent_loads_load_once(gguf):
+    model = LlamaCppModel(gguf, pool=2, timeout_s=TIMEOUT_S)
+    await asyncio.gather(model.load(), model.load(), model.load())
+    assert len(model._contexts) == 2 and model.free_contexts == 2
+    await model.close()
+    assert not model.loaded
+
+
+async def wait_context_back(model) -> None:
+    """Closing returns at once; the worker thread stops within a token and gives its context back (bounded wait)."""
+    for _ in range(500):
+        if model.free_contexts == 1 and model.gate.busy == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the llama.cpp context was never given back")
+
+
+async def test_closing_the_stream_stops_generation_and_frees_the_context(model):
+    request = ChatRequest([SYSTEM, ChatMessage("user", "List numbers.")], response_schema=LONG_ARRAY,
+                          max_tokens=1000)
+    received = 0
+    async with contextlib.aclosing(model.stream(request)) as stream:
+        async for chunk in stream:
+            assert isinstance(chunk, TextDelta)
+            received += 1
+            if received == 3:
+                break
+    await wait_context_back(model)
+    ctx = model._contexts[0]
+    prompt_tokens = len(ctx.tokenize(model._template.render(request.messages, response_schema=LONG_ARRAY).encode(),
+                                     add_bos=False, special=True))
+    # At most the queue (16) plus a token or two beyond what the consumer took; the schema forces 120+ tokens.
+    assert ctx.n_tokens - prompt_tokens <= received + 16 + 2
+    # the context is reusable at once
+    result = await model.complete(ChatRequest([SYSTEM, ChatMessage("user", "Say hello.")], max_tokens=8))
+    assert result.text.strip()
+
+
+async def test_cancelling_the_consuming_task_frees_the_context(model):
+    request = ChatRequest([SYSTEM, ChatMessage("user", "List numbers.")], response_schema=LONG_ARRAY,
+                          max_tokens=1000)
+    first = asyncio.Event()
+    count = 0
+
+    async def consume():
+        nonlocal count
+        async for _ in model.stream(request):
+            count += 1
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await first.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await wait_context_back(model)
+    assert count < 100  # it did not run to the end of the forced 120-token answer
+    result = await model.complete(ChatRequest([SYSTEM, ChatMessage("user", "Say hi.")], max_tokens=8))
+    assert result.finish_reason in ("stop", "length")
+
+
+async def test_required_tool_choice_gives_a_valid_tool_call(model):
+    request = ChatRequest([SYSTEM, ChatMessage("user", "What's the weather like in London today?")],
+                          tools=[WEATHER], tool_choice="required")
+    chunks = [c async for c in model.stream(request)]
+    calls = [c.call for c in chunks if isinstance(c, ToolCallChunk)]
+    assert len(calls) == 1 and calls[0].name == "weather"
+    Weather.model_validate(calls[0].arguments)  # always valid for the schema, thanks to the grammar
+    assert isinstance(chunks[-1], Finish) and chunks[-1].reason == "tool_calls"
+    assert not any(isinstance(c, TextDelta) for c in chunks)
+
+
+async def test_named_tool_choice_picks_that_tool(model):
+    other = ToolSpec("time", "Current time in a timezone.",
+                     {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]})
+    result = await model.complete(ChatRequest([SYSTEM, ChatMessage("user", "Hello there!")],
+                                              tools=[WEATHER, other], tool_choice="time"))
+    assert [c.name for c in result.tool_calls] == ["time"]
+    assert isinstance(result.tool_calls[0].arguments["zone"], str)
+
+
+async def test_auto_tool_choice_answers_or_calls_validly(model):
+    for text in ("What's the weather in Paris?", "Tell me a joke."):
+        result = await model.complete(ChatRequest([SYSTEM, ChatMessage("user", text)], tools=[WEATHER]))
+        if result.tool_calls:
+            Weather.model_validate(result.tool_calls[0].arguments)
+            assert result.finish_reason == "tool_calls"
+        else:
+            assert result.text.strip() and not result.text.lstrip().startswith('{"tool"')
+
+
+async def test_tool_results_are_seen_and_answered_in_text(model):
+    call = ToolCall("call_1", "weather", {"location": "London"})
+    request = ChatRequest([SYSTEM, ChatMessage("user", "What's the weather in London?"),
+                           ChatMessage("assistant", None, tool_calls=[call]),
+                           ChatMessage("tool", '{"temperature_c": 12, "sky": "cloudy"}', tool_call_id="call_1")],
+                          tools=[WEATHER])
+    result = await model.complete(request)
+    prompt = model._template.render(request.messages, tools=request.tools)
+    assert '<|im_start|>tool\n{"temperature_c": 12, "sky": "cloudy"}<|im_end|>' in prompt
+    assert not result.tool_calls and result.text.strip()
+
+
+async def test_response_schema_output_parses_as_the_schema(model):
+    result = await model.complete(ChatRequest([SYSTEM, ChatMessage("user", "Invent a person with a name and age.")],
+                                              response_schema=Person.model_json_schema()))
+    person = Person.model_validate(json.loads(result.text))
+    assert isinstance(person.age, int)
+
+
+async def test_the_event_loop_keeps_running_during_generation(model):
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker():
+        nonlocal ticks
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    chunks = [c async for c in model.stream(ChatRequest([SYSTEM, ChatMessage("user", "Count.")],
+                                                        response_schema=LONG_ARRAY, max_tokens=150))]
+    stop.set()
+    await task
+    produced = sum(isinstance(c, TextDelta) for c in chunks)
+    assert produced >= 60
+    # Generation on the loop would starve the ticker (a tick or two in all); in a thread it ticks throughout.
+    assert ticks >= 10
+
+
+async def test_two_contexts_serve_two_calls_at_once(gguf):
+    model = LlamaCppModel(gguf, pool=2, threads=1, timeout_s=TIMEOUT_S)
+    requests = [ChatRequest([SYSTEM, ChatMessage("user", q)], max_tokens=12) for q in ("Say hi.", "Say bye.")]
+    results = await asyncio.gather(*(model.complete(r) for r in requests))
+    assert all(r.text.strip() for r in results)
+    assert model.free_contexts == 2
+    await model.close()
+
+
+async def test_registry_loads_the_local_model_once(models_dir):
+    registry = ModelRegistry(ModelContext(models_dir=models_dir, timeout_s=TIMEOUT_S))
+    model = registry.resolve("local/smollm2")
+    result = await registry.resolve(["local/smollm2"]).complete(ChatRequest([ChatMessage("user", "Hi!")],
+                                                                            max_tokens=8))
+    assert result.text.strip() and registry.resolve("local/smollm2") is model and model.loaded
+    await registry.close()
+    assert not model.loaded
+
+
+async def test_long_history_is_trimmed_to_fit_the_context(gguf):
+    model = LlamaCppModel(gguf, context=256, max_tokens=16, timeout_s=TIMEOUT_S)
+    history = []
+    for i in range(30):
+        history += [ChatMessage("user", f"Remember the number {i} please."), ChatMessage("assistant", "Done.")]
+    result = await model.complete(ChatRequest([SYSTEM, *history, ChatMessage("user", "Say hi.")]))
+    assert result.text.strip()
+    assert result.usage.prompt_tokens + result.usage.completion_tokens <= 256
+    await model.close()
+
+
+async def test_a_prompt_that_cannot_fit_is_a_clear_error(gguf):
+    from voiceserver.engines import ProviderError
+
+    model = LlamaCppModel(gguf, context=128, timeout_s=TIMEOUT_S)
+    with pytest.raises(ProviderError) as err:
+        await model.complete(ChatRequest([ChatMessage("user", "word " * 400)]))
+    assert err.value.code == "llm_context_overflow"
+    assert model.free_contexts == 1
+    await model.close()
