@@ -144,7 +144,7 @@ def configure_logging(
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     numeric = LEVELS[level]
-    for name in (_ROOT, "uvicorn", "uvicorn.error", "aiortc", "aioice"):
+    for name in (_ROOT, "uvicorn", "uvicorn.error", "aiortc", "aioice", "faster_whisper", "piper", "lancedb"):
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             logger.removeHandler(old)
@@ -156,7 +156,8 @@ def configure_logging(
     root.setLevel(numeric)
     # Third-party loggers go through the same handlers under a GATEWAY/SERVER component, but only warnings:
     # their info chatter (per-request access lines, ICE candidates) is noise at our default level.
-    for name, component in (("uvicorn", "SERVER"), ("aiortc", "GATEWAY"), ("aioice", "GATEWAY")):
+    for name, component in (("uvicorn", "SERVER"), ("aiortc", "GATEWAY"), ("aioice", "GATEWAY"),
+                            ("faster_whisper", "STT"), ("piper", "TTS"), ("lancedb", "MEMORY")):
         logger = logging.getLogger(name)
         logger.setLevel(max(numeric, logging.WARNING) if numeric < LEVELS["silent"] else numeric)
         for handler in handlers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -22,6 +23,15 @@ class _GracefulServer(uvicorn.Server):
         if self.voice is not None and self.voice.hub is not None:
             await self.voice.hub.shutdown()
         await super().shutdown(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # Like uvicorn's, minus re-raising the signal after shutdown: a graceful stop exits with status 0.
+        # A second SIGINT forces the exit.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            log.info(f"received {signal.Signals(sig).name}, shutting down")
+            self.should_exit = True
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets=sockets)

@@ -1,0 +1,88 @@
+"""`voiceserver serve` as a real process: clean shutdown on SIGTERM / SIGINT tells open sessions and exits 0."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+import websockets
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_server(tmp_path, models_dir, *extra: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {**os.environ, "LANCEDB_URI": str(tmp_path / "memory"), "VOICESERVER_AGENT__MEMORY__TYPE": "none",
+           "VOICESERVER_MODELS_DIR": str(models_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "voiceserver", "serve", "--port", str(port), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode())
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return proc, port
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not come up")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_tells_open_sessions_and_exits_cleanly(tmp_path, models_dir, sig):
+    proc, port = await start_server(tmp_path, models_dir)
+    try:
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/v1/voice")
+        await ws.send(json.dumps({"type": "session.start", "resource": "caller-1"}))
+        started = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert started["type"] == "session.started"
+        proc.send_signal(sig)
+        messages = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                message = await asyncio.wait_for(ws.recv(), 15)
+                if isinstance(message, str):
+                    messages.append(json.loads(message))
+        assert {"type": "session.closed", "reason": "server_shutdown"} in messages
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        code = await asyncio.to_thread(proc.wait, 60)
+        assert code == 0
+        logs = [json.loads(line) for line in proc.stderr.read().decode().splitlines() if line.startswith("{")]
+        assert any(r["message"] == "session closed" and r.get("reason") == "server_shutdown" for r in logs)
+        assert all(r["level"] != "error" for r in logs), [r for r in logs if r["level"] == "error"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_readyz_names_what_is_loading_then_ready(tmp_path, models_dir):
+    proc, port = await start_server(tmp_path, models_dir, "--log-format", "pretty")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            seen = set()
+            for _ in range(1200):
+                response = await http.get("/readyz")
+                if response.status_code == 200:
+                    break
+                seen.update(response.json()["missing"])
+                await asyncio.sleep(0.1)
+            assert response.status_code == 200, response.json()
+            assert set(response.json()["engines"]) == {"stt", "tts", "agent:Assistant"}
+            assert seen, "before loading finished, /readyz named what was missing"
+            metrics = (await http.get("/metrics")).text
+            assert 'voiceserver_engine_loaded{engine="stt"} 1.0' in metrics
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 60)
+    assert "[SERVER]" in proc.stderr.read().decode(), "--log-format pretty"
