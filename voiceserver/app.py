@@ -189,22 +189,27 @@ def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any]) -> Any:
-    """One Memory per (store, embedder), shared by the agents that use it."""
+def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any], local_model: bool) -> Any:
+    """One Memory per (store, options), shared by the agents that use it; one LanceDBStore per URI."""
     if config.type != "lancedb":
         return None
     from .memory import LanceDBStore, Memory
 
     uri = (config.url or settings.lancedb_uri).removeprefix("file:").removeprefix("//")
-    key = f"{uri}|{config.embedder}|{config.last_messages}|{config.semantic_recall}|{config.working_memory}"
+    extract = config.working_memory_extract if config.working_memory_extract is not None else local_model
+    key = f"{uri}|{config.model_dump_json()}|{extract}"
     if key not in cache:
-        store = cache.setdefault(f"store:{uri}", LanceDBStore(uri=uri))
+        store_key = f"store:{uri}"
+        if store_key not in cache:
+            cache[store_key] = LanceDBStore(uri=uri, storage_options=dict(settings.lancedb_storage_options) or None)
         options = {"last_messages": config.last_messages,
                    "semantic_recall": {"top_k": 3, "message_range": 2, "scope": "resource"}
-                   if config.semantic_recall else False,
-                   "working_memory": {"enabled": config.working_memory, "scope": "resource"}}
-        cache[key] = Memory(storage=store, embedder=config.embedder, options=options,
-                            models_dir=Path(settings.models_dir))
+                   if config.semantic_recall else {"enabled": False},
+                   "working_memory": {"enabled": config.working_memory, "scope": config.working_memory_scope,
+                                      "extract": extract}}
+        cache[key] = Memory(storage=cache[store_key], embedder=config.embedder, options=options,
+                            models_dir=Path(settings.models_dir), openai_api_key=_secret(settings.openai_api_key),
+                            openai_base_url=settings.openai_base_url)
     return cache[key]
 
 
@@ -248,8 +253,11 @@ def build_server(
         server._closers.append(registry.close)
         cache: dict[str, Any] = {}
         voice = CompositeVoice(input=server.stt, output=server.tts)
+        local = {c.name: any(str(m).startswith("local/") for m in (c.model if isinstance(c.model, list)
+                                                                   else [c.model])) for c in settings.agent_configs}
+        local_model = any(local.values())
         agents = build_agents(settings.agent_configs, model_registry=registry,
-                              memory_factory=lambda cfg: memory or _build_memory(settings, cfg, cache),
+                              memory_factory=lambda cfg: memory or _build_memory(settings, cfg, cache, local_model),
                               voice_factory=lambda cfg: voice)
         default_agent = settings.agent.name
         for name, agent in agents.items():

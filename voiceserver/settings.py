@@ -49,6 +49,10 @@ class MemoryConfig(_Section):
     last_messages: int = Field(10, ge=0, le=1000)
     semantic_recall: bool = True
     working_memory: bool = True
+    working_memory_scope: Literal["thread", "resource"] = "resource"
+    working_memory_extract: bool | None = Field(
+        None, description="fill working memory after each turn with structured output instead of a tool call; "
+                          "default: on for local/ models, which do not call tools reliably")
 
 
 class AgentConfig(_Section):
@@ -152,6 +156,8 @@ class Settings(BaseSettings):
     voice_provider: Provider = Field("local", validation_alias=AliasChoices("VOICE_PROVIDER", "voice_provider"))
     voice_quality: Quality = Field("medium", validation_alias=AliasChoices("VOICE_QUALITY", "voice_quality"))
     lancedb_uri: str = Field("./data/memory", validation_alias=AliasChoices("LANCEDB_URI", "lancedb_uri"))
+    lancedb_storage_options: dict[str, str] = Field(
+        default_factory=dict, description="object-store options for LANCEDB_URI (aws_endpoint, aws_region, ...)")
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"))
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"))
     google_ai_api_key: SecretStr | None = Field(
@@ -203,7 +209,10 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, so the logger can scrub them."""
         values = [self.openai_api_key, self.google_ai_api_key, self.llm.openai_compatible_api_key, *self.api_keys]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found += [v for k, v in self.lancedb_storage_options.items()
+                  if any(word in k.lower() for word in ("key", "secret", "token", "password")) and v]
+        return found
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..ids import validate_id
 from ..logs import get_logger
 from . import records, working
+from .options import DEFAULT_TEMPLATE
 from .types import Message
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ class TurnWork:
 
         wm = self.options.working_memory
         stored = await self.get_working_memory(thread_id, resource_id)  # type: ignore[attr-defined]
+        template = wm.template or DEFAULT_TEMPLATE
+        fields = working.template_fields(template) if wm.schema is None else []
+        if fields:
+            await self._extract_fields(resource_id, thread_id, messages, model, stored or template, fields)
+            return
         if wm.schema is None:
             task = ("Rewrite the working memory with anything new the user said about themselves in the latest "
                     "exchange. Keep every heading of the template and everything already known that is still true. "
@@ -87,6 +93,33 @@ class TurnWork:
         if wm.schema is not None and not data["memory"]:
             return
         await self.update_working_memory(thread_id, resource_id, working_memory=data["memory"])  # type: ignore
+
+    async def _extract_fields(self, resource_id: str, thread_id: str, messages: list[Message], model: Any,
+                              current: str, fields: list[str]) -> None:
+        """Template mode, field by field: the model fills a flat object of the template's labels from what the user
+        said (an easy structured task even for a 135M model), and only values grounded in the user's own words
+        replace the template's lines. Existing data is never overwritten by an empty answer."""
+        from ..llm.base import ChatMessage, ChatRequest
+
+        said = " ".join(m.content for m in messages if m.role == "user" and m.type == "text")
+        if not said.strip():
+            return
+        schema = {"type": "object", "properties": {f: {"type": "string"} for f in fields}, "required": fields}
+        request = ChatRequest(messages=[
+            ChatMessage(role="system", content="Extract facts the user states about themselves. For each field, "
+                                               "write the value the user gave, or an empty string if they did not "
+                                               "say it."),
+            ChatMessage(role="user", content=f"The user said: {' '.join(said.split())[:2000]}")],
+            response_schema=schema, temperature=0.0, max_tokens=200)
+        data = json.loads((await model.complete(request)).text)
+        if not isinstance(data, dict):
+            return
+        updates = {f: " ".join(str(data[f]).split()) for f in fields
+                   if isinstance(data.get(f), str) and data[f].strip() and working.grounded(data[f], said)}
+        if not updates:
+            return
+        await self.update_working_memory(thread_id, resource_id,  # type: ignore[attr-defined]
+                                         working_memory=working.fill_template(current, updates))
 
     async def _generate_title(self, resource_id: str, thread_id: str, messages: list[Message], model: Any) -> None:
         found = await records.get_thread(self.storage, thread_id)

@@ -8,6 +8,7 @@ lists are replaced whole, and the result is checked against the pydantic model w
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .options import WorkingMemoryOptions
@@ -148,3 +149,39 @@ def system_block(options: WorkingMemoryOptions, stored: str | None, read_only: b
 def extraction_schema(options: WorkingMemoryOptions) -> dict[str, Any]:
     """The response schema for after-turn extraction with structured output."""
     return tool_spec(options)["parameters"]
+
+
+_FIELD_LINE = re.compile(r"^(\s*[-*]\s*)([^:\n]{1,40}):[ \t]*(.*)$")
+
+
+def template_fields(template: str | None) -> list[str]:
+    """The labels of a markdown template's "- Label:" lines (the fields a small model can fill one by one)."""
+    if not template:
+        return []
+    labels = []
+    for line in template.splitlines():
+        match = _FIELD_LINE.match(line)
+        if match and match.group(2).strip() not in labels:
+            labels.append(match.group(2).strip())
+    return labels
+
+
+def fill_template(text: str, values: dict[str, str]) -> str:
+    """Set the value of each "- Label:" line named in ``values``; every other line is kept as it is."""
+    out = []
+    for line in text.splitlines():
+        match = _FIELD_LINE.match(line)
+        if match and match.group(2).strip() in values:
+            line = f"{match.group(1)}{match.group(2).strip()}: {values[match.group(2).strip()]}"
+        out.append(line)
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def grounded(value: str, said: str) -> bool:
+    """True when most words of ``value`` were actually said by the user (guards against a small model inventing,
+    or copying the instructions into the notes)."""
+    words = re.findall(r"[a-z0-9']+", value.lower())
+    if not words or len(value) > 120:
+        return False
+    heard = set(re.findall(r"[a-z0-9']+", said.lower()))
+    return sum(w in heard for w in words) * 2 >= len(words)

@@ -1,0 +1,50 @@
+"""A VoiceApp for process-level tests (`voiceserver serve --app memory_app:app` with tests/support on PYTHONPATH):
+a scripted model that remembers names through the working-memory tool, and LanceDB memory at LANCEDB_URI (with
+VOICESERVER_LANCEDB_STORAGE_OPTIONS as JSON for S3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from voiceserver.agent import Agent
+from voiceserver.container import VoiceApp
+from voiceserver.memory import LanceDBStore, Memory
+from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
+
+
+def remembering_model(delay_s: float = 0.0) -> ScriptedChatModel:
+    """Stores "my name is X" with the update-working-memory tool and greets by the remembered name."""
+
+    def respond(request):
+        last = request.messages[-1]
+        system = " ".join(m.content or "" for m in request.messages if m.role == "system")
+        if last.role == "tool":
+            return "Nice to meet you."
+        said = (last.content or "").lower()
+        match = re.search(r"my name is (\w+)", said)
+        if match:
+            name = match.group(1).capitalize()
+            return Reply(tool_calls=[("update-working-memory", {"memory": f"# User\n- Name: {name}\n"})])
+        known = re.search(r"Name:[ \t]*(\w+)", system)
+        if known:
+            return f"Welcome back, {known.group(1)}! You said: {last.content}"
+        return f"Hello, who is this? You said: {last.content}"
+
+    return ScriptedChatModel([Reply(respond=respond, first_delay_s=delay_s, chunk_delay_s=delay_s / 10)])
+
+
+def build(delay_s: float = 0.0) -> VoiceApp:
+    options = json.loads(os.environ.get("VOICESERVER_LANCEDB_STORAGE_OPTIONS") or "{}")
+    store = LanceDBStore(os.environ["LANCEDB_URI"], storage_options=options or None)
+    memory = Memory(storage=store, embedder="wordllama", models_dir=os.environ.get("VOICESERVER_MODELS_DIR"),
+                    options={"last_messages": 10, "semantic_recall": {"top_k": 2, "message_range": 1},
+                             "working_memory": {"enabled": True, "scope": "resource"}})
+    agent = Agent(name="Assistant", instructions="Remember the caller.", model=remembering_model(delay_s),
+                  memory=memory)
+    return VoiceApp(agents={"Assistant": agent}, memory=memory, storage=store)
+
+
+def app() -> VoiceApp:
+    return build(float(os.environ.get("MEMORY_APP_DELAY_S", "0")))
