@@ -228,3 +228,12 @@ def test_property_any_unicode_text(text):
     assert phrases == chunk(text)
     assert all(any(ch.isalnum() for ch in p) for p in phrases)
     _check_concatenation(phrases, text)
+
+
+def test_regression_trailing_space_that_becomes_a_newline():
+    """Found by hypothesis: a space later collapsed into a newline must not move the first-phrase cut."""
+    text = "\n1. aaaa- **bold** \n1. aa"
+    kwargs = dict(first_min_words=1, first_max_chars=10, max_chars=11)
+    by_char = PhraseChunker(**kwargs)
+    streamed = [p for ch in text for p in by_char.feed(ch)] + by_char.flush()
+    assert streamed == chunk(text, **kwargs) == ["aaaa- bold", "aa"]

@@ -274,7 +274,9 @@ class PhraseChunker:
     def _first_space_cut(self, i: int) -> int | None:
         """Cut an unpunctuated first phrase at its last space before i, if it has enough words."""
         buf = self._buf
-        space = buf.rfind(" ", 0, i + 1)
+        # A trailing " " may turn into "\n" when a newline follows; treat both alike so the cut never depends on
+        # how the text was split into deltas.
+        space = max(buf.rfind(" ", 0, i + 1), buf.rfind("\n", 0, i + 1))
         if space <= 0 or _word_count(buf[:space]) < self.first_min_words or not _speakable(buf[:space]):
             return None
         return space
@@ -290,7 +292,7 @@ class PhraseChunker:
                 best = max(best, pos + len(mark.rstrip()))
         if best >= limit // 3 and _speakable(buf[:best]):
             return best
-        space = window.rfind(" ")
+        space = max(window.rfind(" "), window.rfind("\n"))
         if space > 0 and _speakable(buf[:space]):
             return space
         if _speakable(window):
