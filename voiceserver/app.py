@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, WebSocketRoute
 
 from .container import VoiceApp
@@ -24,6 +25,7 @@ from .gateway.native_ws import native_voice_endpoint
 from .logs import get_logger
 from .metrics import Metrics
 from .model_files import require_models
+from .server.auth import ApiKeyMiddleware
 from .server.routes import core_routes
 from .session import SessionDeps
 from .settings import MemoryConfig, Settings
@@ -344,7 +346,9 @@ def create_app(server: VoiceServer) -> Starlette:
         finally:
             await server.shutdown()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    keys = [k.get_secret_value() for k in server.settings.api_keys]
+    middleware = [Middleware(ApiKeyMiddleware, keys=keys)] if keys else []
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.voice = server
     app.state.hub = server.hub
     return app

@@ -86,25 +86,43 @@ async def test_schema_mode_deep_merges(tmp_path, scope):
 
 
 async def test_after_turn_extracts_working_memory_with_structured_output(tmp_path):
+    """Template mode extracts field by field (a flat object of the template's labels), keeps only values grounded in
+    what the user said, and never overwrites known data with an empty answer."""
     memory = make(tmp_path, template=TEMPLATE, extract=True)
-    model = ScriptedChatModel([Reply(text=json.dumps({"memory": "# User\n- Name: Ada\n- City:\n"})),
-                               Reply(text=json.dumps({"memory": TEMPLATE}))])
+    model = ScriptedChatModel([Reply(text=json.dumps({"Name": "Ada", "City": ""})),
+                               Reply(text=json.dumps({"Name": "", "City": ""})),
+                               Reply(text=json.dumps({"Name": "Ada", "City": "The complete working memory"}))])
     context = await memory.prepare(resource_id="ada", thread_id="c1", query=None)
     assert context.working_memory_tool is None  # extraction instead of the tool
     turn = [Message("user", "Hi, I am Ada.", "c1", "ada"), Message("assistant", "Hello Ada!", "c1", "ada")]
     await memory.save_messages(turn)
     await memory.after_turn(resource_id="ada", thread_id="c1", messages=turn, model=model)
     request = model.requests[0]
-    assert request.response_schema["properties"]["memory"]["type"] == "string"
+    assert request.response_schema["properties"] == {"Name": {"type": "string"}, "City": {"type": "string"}}
     assert "Hi, I am Ada." in request.messages[-1].content
     assert await memory.get_working_memory("c1", "ada") == "# User\n- Name: Ada\n- City:\n"
-    # The model answering with the empty template changes nothing.
+    # Empty answers change nothing.
+    await memory.after_turn(resource_id="ada", thread_id="c1", messages=turn, model=model)
+    assert await memory.get_working_memory("c1", "ada") == "# User\n- Name: Ada\n- City:\n"
+    # A value the user never said (the model copying instructions) is not stored.
     await memory.after_turn(resource_id="ada", thread_id="c1", messages=turn, model=model)
     assert await memory.get_working_memory("c1", "ada") == "# User\n- Name: Ada\n- City:\n"
     # A model failure is logged, not raised.
     broken = ScriptedChatModel([Reply(text="not json at all")])
     await memory.after_turn(resource_id="ada", thread_id="c1", messages=turn, model=broken)
     assert await memory.get_working_memory("c1", "ada") == "# User\n- Name: Ada\n- City:\n"
+
+
+async def test_after_turn_extracts_whole_memory_for_free_form_templates(tmp_path):
+    """A template without "- Label:" lines is rewritten whole, through the memory field."""
+    free = "# Notes about the user\n"
+    memory = make(tmp_path, template=free, extract=True)
+    model = ScriptedChatModel([Reply(text=json.dumps({"memory": "# Notes about the user\nLikes tea.\n"}))])
+    turn = [Message("user", "I like tea.", "c1", "ada")]
+    await memory.save_messages(turn)
+    await memory.after_turn(resource_id="ada", thread_id="c1", messages=turn, model=model)
+    assert model.requests[0].response_schema["properties"]["memory"]["type"] == "string"
+    assert await memory.get_working_memory("c1", "ada") == "# Notes about the user\nLikes tea.\n"
 
 
 async def test_after_turn_generates_a_title(tmp_path):

@@ -60,3 +60,15 @@ def test_serve_with_missing_models_is_one_line(tmp_path):
     err = proc.stderr.strip()
     assert err.startswith("voiceserver: model whisper-base is missing"), err
     assert "voiceserver models fetch" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_serve_with_unwritable_memory_directory_is_one_line(tmp_path, models_dir):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the memory directory should be")
+    proc = subprocess.run([sys.executable, "-m", "voiceserver", "serve", "--port", "0", "--models-dir",
+                           str(models_dir)], capture_output=True, text=True, timeout=120, check=False,
+                          env={"PATH": "/usr/bin:/bin", "LANCEDB_URI": str(blocker / "memory"), "HOME": str(tmp_path)})
+    assert proc.returncode == 1
+    err = proc.stderr.strip()
+    assert err.startswith("voiceserver: memory directory") and "not writable" in err and "LANCEDB_URI" in err, err
+    assert len(err.splitlines()) == 1

@@ -1,0 +1,41 @@
+"""API-key protection for the REST API (memory, workflows) when keys are configured.
+
+The voice WebSocket checks keys itself (gateway/hub.py); this pure-ASGI middleware covers every HTTP path under
+``/v1/``. Health, readiness, metrics and the page stay open so probes and scrapers need no secret.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+
+class ApiKeyMiddleware:
+    """Answer 401 to ``/v1/`` HTTP requests without ``Authorization: Bearer <key>`` (or ``?api_key=``)."""
+
+    def __init__(self, app: Any, keys: list[str]):
+        self.app = app
+        self.keys = [k.encode() for k in keys if k]
+
+    def _authorized(self, scope: dict[str, Any]) -> bool:
+        presented = ""
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization" and value.lower().startswith(b"bearer "):
+                presented = value[7:].decode("latin-1").strip()
+        if not presented:
+            from urllib.parse import parse_qs
+
+            presented = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key") or [""])[0]
+        candidate = presented.encode()
+        return bool(candidate) and any(hmac.compare_digest(candidate, key) for key in self.keys)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (scope["type"] == "http" and self.keys and scope.get("path", "").startswith("/v1/")
+                and not self._authorized(scope)):
+            body = json.dumps({"error": {"code": "unauthorized", "message": "missing or invalid API key"}}).encode()
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
