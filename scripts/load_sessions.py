@@ -38,37 +38,26 @@ sys.path.insert(0, str(REPO))
 
 # --- server process ------------------------------------------------------------------------------------------------
 
-def serve_fake(port_file: str) -> None:
-    import uvicorn
-
+def serve_fake(port_file: str, workers: str = "1") -> None:
     from voiceserver.agent import Agent
     from voiceserver.app import build_server, create_app
     from voiceserver.logs import configure_logging
+    from voiceserver.server.run import run_forked, serve_app_forever
     from voiceserver.settings import LimitsConfig, Settings
     from voiceserver.testing.fake_llm import ScriptedChatModel
     from voiceserver.testing.fake_voice import ScriptedSTT, ToneTTS
 
     configure_logging("warn", "json")
-    settings = Settings(limits=LimitsConfig(max_sessions=20000))
-    agent = Agent(name="Assistant", instructions="Be brief.", model=ScriptedChatModel(["Okay."]))
-    server = build_server(settings, stt=ScriptedSTT(["hello"]), tts=ToneTTS(ms_per_char=20),
-                          agents={"Assistant": agent})
-    config = uvicorn.Config(create_app(server), host="127.0.0.1", port=0, loop="uvloop", ws="websockets-sansio",
-                            log_config=None, access_log=False, ws_max_size=1 << 20, backlog=4096,
-                            ws_ping_interval=None)
-    uv = uvicorn.Server(config)
 
-    async def run() -> None:
-        task = asyncio.create_task(uv.serve())
-        while not uv.started:
-            await asyncio.sleep(0.05)
-        port = uv.servers[0].sockets[0].getsockname()[1]
-        Path(port_file).write_text(str(port))
-        await task
+    def serve(sockets) -> int:
+        settings = Settings(limits=LimitsConfig(max_sessions=20000))
+        agent = Agent(name="Assistant", instructions="Be brief.", model=ScriptedChatModel(["Okay."]))
+        server = build_server(settings, stt=ScriptedSTT(["hello"]), tts=ToneTTS(ms_per_char=20),
+                              agents={"Assistant": agent})
+        return serve_app_forever(create_app(server), host="127.0.0.1", port=0, voice=server, sockets=sockets)
 
-    import uvloop
-
-    uvloop.run(run())
+    # The same process model as `voiceserver serve --workers N` (N = 1 is one process sharing nothing).
+    run_forked("127.0.0.1", 0, int(workers), serve, on_bound=lambda port: Path(port_file).write_text(str(port)))
 
 
 # --- client side ---------------------------------------------------------------------------------------------------
@@ -95,60 +84,159 @@ class Stats:
         self.connected = 0
 
 
-async def run_session(url: str, audio: bytes, stop: asyncio.Event, stats: Stats, frame_ms: int) -> None:
-    import websockets
+MASK = b"\x37\xfa\x21\x3d"
 
-    frame = 16000 * 2 * frame_ms // 1000
-    sent: list[tuple[float, float]] = []  # (stream ms at end of frame, send time), bounded below
+
+def masked_frame(payload: bytes, opcode: int) -> bytes:
+    """A client-to-server WebSocket frame (RFC 6455), masked with a fixed key so frames can be built once."""
+    n = len(payload)
+    if n < 126:
+        header = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 1 << 16:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    data = np.frombuffer(payload, dtype=np.uint8)
+    mask = np.resize(np.frombuffer(MASK, dtype=np.uint8), n)
+    return header + MASK + (data ^ mask).tobytes()
+
+
+class LoadSession(asyncio.Protocol):
+    """One caller: a raw WebSocket connection whose frames are pre-encoded (the load generator must stay far
+    cheaper than the server it measures). Parses only the server's text frames, looking for speech.started."""
+
+    def __init__(self, stats: Stats, frames: list[bytes], frame_ms: int, opened: asyncio.Future):
+        self.stats = stats
+        self.frames = frames
+        self.frame_ms = frame_ms
+        self.opened = opened
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.upgraded = False
+        self.index = random.randrange(len(frames))
+        self.position_ms = 0.0
+        self.sent: list[tuple[float, float]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.upgraded:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end])
+            del self.buffer[:end + 4]
+            if b" 101 " not in head.split(b"\r\n", 1)[0]:
+                self.opened.set_exception(ConnectionError(head.split(b"\r\n", 1)[0].decode()))
+                return
+            self.upgraded = True
+            self.opened.set_result(None)
+        while len(self.buffer) >= 2:
+            opcode, length = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
+            offset = 2
+            if length == 126:
+                if len(self.buffer) < 4:
+                    return
+                length, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+            elif length == 127:
+                if len(self.buffer) < 10:
+                    return
+                length, offset = int.from_bytes(self.buffer[2:10], "big"), 10
+            if len(self.buffer) < offset + length:
+                return
+            payload = bytes(self.buffer[offset:offset + length])
+            del self.buffer[:offset + length]
+            if opcode == 1 and (b"speech.started" in payload or b'"error"' in payload):
+                self.on_event(json.loads(payload))
+            elif opcode == 8:
+                self.stats.errors.append("closed")
+
+    def on_event(self, event: dict) -> None:
+        if event["type"] == "speech.started" and event.get("confirmed_ms") is not None:
+            now = time.perf_counter()
+            at = next((t for end, t in self.sent if end >= event["confirmed_ms"]), None)
+            if at is not None:
+                self.stats.lags.append(now - at)
+        elif event["type"] == "error":
+            self.stats.errors.append(event.get("code", "?"))
+
+    def send_next(self, due: float) -> None:
+        assert self.transport is not None
+        self.transport.write(self.frames[self.index])
+        self.index = (self.index + 1) % len(self.frames)
+        now = time.perf_counter()
+        self.stats.pacing.append(now - due)
+        self.position_ms += self.frame_ms
+        self.sent.append((self.position_ms, now))
+        if len(self.sent) > 400:
+            del self.sent[:200]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("closed during the handshake"))
+
+
+async def open_session(port: int, stats: Stats, frames: list[bytes], frame_ms: int) -> LoadSession:
+    import base64
+
+    loop = asyncio.get_running_loop()
+    opened: asyncio.Future = loop.create_future()
+    transport, proto = await loop.create_connection(lambda: LoadSession(stats, frames, frame_ms, opened),
+                                                    "127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    transport.write((f"GET /v1/voice HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                    .encode())
+    await asyncio.wait_for(opened, 60)
+    transport.write(masked_frame(json.dumps({"type": "session.start"}).encode(), 1))
+    stats.connected += 1
+    return proto
+
+
+async def pace(sessions: list[LoadSession], frame_ms: int, stop: asyncio.Event, groups: int = 4) -> None:
+    """Every session sends one frame per ``frame_ms``; sessions are spread over ``groups`` evenly spaced ticks
+    so the server sees a steady stream, not one burst per frame period."""
+    step = frame_ms / 1000 / groups
+    start = time.perf_counter()
+    tick = 0
+    while not stop.is_set():
+        due = start + tick * step
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for session in sessions[tick % groups::groups]:
+            if session.transport is not None and not session.transport.is_closing():
+                session.send_next(due)
+        tick += 1
+
+
+def family(pid: int) -> list[int]:
+    """The server process and its worker processes."""
     try:
-        async with websockets.connect(url, max_size=1 << 22, ping_interval=None, open_timeout=60) as ws:
-            await ws.send(json.dumps({"type": "session.start"}))
-            stats.connected += 1
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(c) for c in children)]
 
-            async def reader() -> None:
-                async for message in ws:
-                    if isinstance(message, bytes):
-                        continue
-                    event = json.loads(message)
-                    if event["type"] == "speech.started" and event.get("confirmed_ms") is not None:
-                        now = time.perf_counter()
-                        at = next((t for end, t in sent if end >= event["confirmed_ms"]), None)
-                        if at is not None:
-                            stats.lags.append(now - at)
-                    elif event["type"] == "error":
-                        stats.errors.append(event.get("code", "?"))
 
-            read_task = asyncio.create_task(reader())
-            offset = random.randrange(0, len(audio) // frame) * frame
-            position_ms = 0.0
-            start = time.perf_counter()
-            while not stop.is_set():
-                due = start + position_ms / 1000
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                chunk = audio[offset:offset + frame]
-                if len(chunk) < frame:
-                    offset = 0
-                    chunk = audio[:frame]
-                offset += frame
-                await ws.send(chunk)
-                now = time.perf_counter()
-                stats.pacing.append(now - due)
-                position_ms += frame_ms
-                sent.append((position_ms, now))
-                if len(sent) > 500:
-                    del sent[:250]
-            read_task.cancel()
-    except Exception as exc:  # noqa: BLE001 - counted and reported
-        stats.errors.append(type(exc).__name__)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server and its workers, from /proc."""
+    total = 0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    total = 0
+    for p in family(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
 
 
 def server_vad_p99(metrics_text: str, before: dict[float, float]) -> tuple[float | None, dict[float, float]]:
@@ -171,34 +259,47 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
 
-async def run_level(url: str, http: str, audio: bytes, n: int, duration: float, frame_ms: int, pid: int,
+async def run_level(port: int, http: str, audio: bytes, n: int, duration: float, frame_ms: int, pid: int,
                     buckets: dict[float, float]) -> tuple[dict, dict[float, float]]:
     import httpx
 
     stats = Stats()
     stop = asyncio.Event()
     rss0 = rss_kb(pid)
-    tasks = []
-    for i in range(n):
-        tasks.append(asyncio.create_task(run_session(url, audio, stop, stats, frame_ms)))
-        if i % 50 == 49:
-            await asyncio.sleep(0.2)  # ramp: do not open hundreds of sockets in one instant
+    frame = 16000 * 2 * frame_ms // 1000
+    frames = [masked_frame(audio[i:i + frame], 2) for i in range(0, len(audio) - frame + 1, frame)]
+    sessions: list[LoadSession] = []
+    for i in range(0, n, 50):  # ramp: do not open hundreds of sockets in one instant
+        opened = await asyncio.gather(*(open_session(port, stats, frames, frame_ms) for _ in range(min(50, n - i))),
+                                      return_exceptions=True)
+        for item in opened:
+            if isinstance(item, BaseException):
+                stats.errors.append(type(item).__name__)
+            else:
+                sessions.append(item)
+    pacer = asyncio.create_task(pace(sessions, frame_ms, stop))
     warmup = 3.0
     await asyncio.sleep(warmup)
     stats.lags.clear()
     stats.pacing.clear()
     async with httpx.AsyncClient() as client:
         _, buckets = server_vad_p99((await client.get(http + "/metrics")).text, {})
+        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
         await asyncio.sleep(duration)
+        server_cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - wall0)
         rss1 = rss_kb(pid)
         server_p99, _ = server_vad_p99((await client.get(http + "/metrics")).text, buckets)
     stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await pacer
+    for session in sessions:
+        if session.transport is not None:
+            session.transport.close()
     return {
         "sessions": n, "connected": stats.connected, "decisions": len(stats.lags),
         "lag_p50_ms": pct(stats.lags, 50), "lag_p95_ms": pct(stats.lags, 95), "lag_p99_ms": pct(stats.lags, 99),
         "server_vad_p99_ms_le": None if server_p99 is None else server_p99 * 1000,
         "client_pacing_p99_ms": pct(stats.pacing, 99), "rss_per_session_kb": (rss1 - rss0) / max(n, 1),
+        "server_cpu": server_cpu,
         "errors": len(stats.errors),
     }, buckets
 
@@ -207,32 +308,32 @@ async def main_async(args: argparse.Namespace) -> None:
     import tempfile
 
     port_file = tempfile.mktemp(prefix="voiceserver-load-port-")
-    server = subprocess.Popen([sys.executable, __file__, "--serve-fake", port_file], cwd=REPO)
+    server = subprocess.Popen([sys.executable, __file__, "--serve-fake", port_file, str(args.workers)], cwd=REPO)
     try:
         for _ in range(600):
             if Path(port_file).exists() and Path(port_file).read_text():
                 break
             await asyncio.sleep(0.1)
         port = int(Path(port_file).read_text())
-        url, http = f"ws://127.0.0.1:{port}/v1/voice", f"http://127.0.0.1:{port}"
+        http = f"http://127.0.0.1:{port}"
         audio = speech_audio()
         print(f"server pid {server.pid} on port {port}; each session loops {len(audio) / 32000:.1f} s of audio "
               f"in {args.frame_ms} ms frames; {args.duration:.0f} s per level")
         header = (f"{'N':>6} {'conn':>6} {'decisions':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'x base':>7} "
-                  f"{'srv p99<=':>9} {'client p99':>10} {'RSS/sess KB':>11} {'errors':>6}")
+                  f"{'srv p99<=':>9} {'client p99':>10} {'RSS/sess KB':>11} {'srv CPU':>7} {'errors':>6}")
         print(header)
         best = None
         base = None
         buckets: dict[float, float] = {}
         for n in [int(x) for x in args.levels.split(",")]:
-            row, buckets = await run_level(url, http, audio, n, args.duration, args.frame_ms, server.pid, buckets)
+            row, buckets = await run_level(port, http, audio, n, args.duration, args.frame_ms, server.pid, buckets)
             base = base or row["lag_p99_ms"]
             ratio = row["lag_p99_ms"] / base if base else float("nan")
             srv = row["server_vad_p99_ms_le"]
             print(f"{n:>6} {row['connected']:>6} {row['decisions']:>9} {row['lag_p50_ms']:>8.1f} "
                   f"{row['lag_p95_ms']:>8.1f} {row['lag_p99_ms']:>8.1f} {ratio:>7.2f} "
                   f"{(f'{srv:.1f}' if srv is not None else '-'):>9} {row['client_pacing_p99_ms']:>10.1f} "
-                  f"{row['rss_per_session_kb']:>11.0f} {row['errors']:>6}", flush=True)
+                  f"{row['rss_per_session_kb']:>11.0f} {row['server_cpu']:>7.0%} {row['errors']:>6}", flush=True)
             if row["lag_p99_ms"] <= 50 and row["connected"] == n and not row["errors"]:
                 best = n
             await asyncio.sleep(2)
@@ -244,13 +345,14 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve-fake":
-        serve_fake(sys.argv[2])
+    if len(sys.argv) >= 3 and sys.argv[1] == "--serve-fake":
+        serve_fake(*sys.argv[2:4])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="50,200,400,500,600,700", help="comma-separated session counts")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured per level")
     parser.add_argument("--frame-ms", type=int, default=20, help="audio frame length the clients send")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (voiceserver serve --workers)")
     args = parser.parse_args()
     import uvloop
 

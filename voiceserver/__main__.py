@@ -20,6 +20,7 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "log_file": getattr(args, "log_file", None),
         "models_dir": getattr(args, "models_dir", None),
         "app": getattr(args, "app", None),
+        "workers": getattr(args, "workers", None),
     }
 
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server", description="Run the voice server (uvicorn + uvloop).")
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
     serve.add_argument("--app", metavar="MODULE:OBJECT",
                        help="serve your own voiceserver.VoiceApp (agents, tools, workflows), e.g. myapp.main:app")
     common(serve)

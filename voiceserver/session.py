@@ -55,6 +55,7 @@ from .tts.base import TextToSpeech
 from .vad.segmenter import Segmenter, SegmenterConfig, SpeechEnd, SpeechPause, SpeechResume, SpeechStart
 
 log = get_logger("SESSION")
+LAG_SAMPLE = 8  # time one audio frame in eight for voiceserver_vad_lag_seconds
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Session(SpokenDialog):
         self._converter: StreamConverter | None = None
         self._segmenter: Segmenter | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._frames = 0
         self.pending_approval: PendingApproval | None = None  # a tool call waiting for the caller's yes or no
         self.pending_workflow: PendingWorkflow | None = None  # a workflow waiting for the caller's answer
 
@@ -184,7 +186,11 @@ class Session(SpokenDialog):
         self._arrivals.append((self._segmenter.position_ms, now))
         if events:
             self._process_segments(events, now)
-        self.deps.metrics.vad_lag_seconds.observe(time.perf_counter() - now)
+        # One frame in LAG_SAMPLE is timed: a histogram observation costs about as much as the VAD itself, and
+        # a 1-in-8 sample of 25,000 frames a second still gives a tight p99.
+        self._frames += 1
+        if not self._frames % LAG_SAMPLE or events:
+            self.deps.metrics.vad_lag_seconds.observe(time.perf_counter() - now)
 
     def _process_segments(self, events: list, now: float) -> None:
         for ev in events:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -86,3 +87,34 @@ async def test_readyz_names_what_is_loading_then_ready(tmp_path, models_dir):
         proc.terminate()
         await asyncio.to_thread(proc.wait, 60)
     assert "[SERVER]" in proc.stderr.read().decode(), "--log-format pretty"
+
+
+async def test_workers_share_the_port_and_stop_together(tmp_path, models_dir):
+    proc, port = await start_server(tmp_path, models_dir, "--workers", "2")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(1800):
+                if (await http.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+        sockets = [await websockets.connect(f"ws://127.0.0.1:{port}/v1/voice") for _ in range(6)]
+        sessions = []
+        for ws in sockets:
+            await ws.send(json.dumps({"type": "session.start"}))
+            sessions.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        assert all(s["type"] == "session.started" for s in sessions)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+        workers = [int(p) for p in children.split()]
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGTERM)
+        for ws in sockets:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 30)
+            assert closed.value.rcvd.code == 1001
+        assert await asyncio.to_thread(proc.wait, 90) == 0
+        logs = [json.loads(line) for line in proc.stderr.read().decode().splitlines() if line.startswith("{")]
+        assert {r.get("worker") for r in logs if r["message"].startswith("listening on")} == {"0", "1"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
