@@ -101,7 +101,8 @@ class LlmConfig(_Section):
 
     threads: int = Field(2, ge=1, le=64)
     context: int = Field(2048, ge=256, le=131072)
-    pool: int = Field(1, ge=1, le=8, description="local llama.cpp contexts kept in memory")
+    pool: int = Field(2, ge=1, le=8, description="local llama.cpp contexts: one keeps the conversation prompt "
+                                                 "cached while another serves side tasks (memory extraction)")
     max_tokens: int = Field(160, ge=1, le=32768)
     temperature: float = Field(0.3, ge=0.0, le=2.0)
     timeout_s: float = Field(60.0, gt=0)

@@ -136,6 +136,7 @@ class LlamaCppModel(ChatModel):
         self._pool_lock = threading.Lock()
         self._contexts: list[Any] = []
         self._free: list[Any] = []
+        self._last_used: dict[int, float] = {}
         self._template: ChatTemplate | None = None
         self._closed = False
 
@@ -259,7 +260,13 @@ class LlamaCppModel(ChatModel):
             if not self._free:
                 raise ProviderError("llm_unavailable", "no free llama.cpp context", provider=self.provider)
             best = max(range(len(self._free)), key=lambda i: _common_prefix(self._free[i], tokens))
-            return self._free.pop(best)
+            if _common_prefix(self._free[best], tokens) < USEFUL_PREFIX:
+                # Nothing cached helps this prompt (a side task such as working-memory extraction): take the least
+                # recently used context rather than the one whose cache a conversation is about to reuse.
+                best = min(range(len(self._free)), key=lambda i: self._last_used.get(id(self._free[i]), 0.0))
+            ctx = self._free.pop(best)
+            self._last_used[id(ctx)] = time.monotonic()
+            return ctx
 
     def _give_back(self, ctx: Any) -> None:
         with self._pool_lock:
@@ -348,6 +355,9 @@ class LlamaCppModel(ChatModel):
         tail = decoder.decode(b"", final=True)
         if tail:
             yield tail
+
+
+USEFUL_PREFIX = 24  # tokens: a shorter shared prefix is just the chat template's opening
 
 
 def _common_prefix(ctx: Any, tokens: list[int]) -> int:
