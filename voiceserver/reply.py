@@ -61,7 +61,7 @@ class Reply:
         self.output_format = output_format
         self.config = config
         self.metrics = metrics
-        self.chunker = PhraseChunker()
+        self.chunker = PhraseChunker(first_max_chars=config.first_phrase_max_chars)
         self.phrases: asyncio.Queue[str | None] = asyncio.Queue(maxsize=PHRASE_QUEUE)
         self._announced = False
         self._task = asyncio.create_task(self._speak(), name=f"speak-{turn.id}")

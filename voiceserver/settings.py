@@ -133,6 +133,9 @@ class TurnConfig(_Section):
     )
     pause_ms: int = Field(200, ge=0, le=2000, description="pause that starts a speculative transcription")
     history_messages: int = Field(20, ge=0, le=1000, description="turns kept in a session without memory")
+    first_phrase_max_chars: int = Field(
+        32, ge=10, le=400, description="the first phrase of a reply is cut at a space after this many characters "
+                                       "even without punctuation, so its audio starts early")
 
 
 class Settings(BaseSettings):
