@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+
+from voiceserver.testing.processes import moto_s3
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,16 +46,8 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture
 def s3():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                 region_name="us-east-1").create_bucket(Bucket="voice-memory")
-    yield {"aws_endpoint": endpoint, "aws_access_key_id": "test", "aws_secret_access_key": "test",
-           "aws_region": "us-east-1", "allow_http": "true"}
-    server.stop()
+    with moto_s3("voice-memory") as options:
+        yield options
 
 
 async def run(uri: str, options: dict, models_dir: Path, mode: str, tag: str = "-", turns: int = 0):

@@ -2,42 +2,21 @@
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from voiceserver.testing.processes import start_serve_process
 
 
-async def start_server(tmp_path, models_dir, *extra: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {**os.environ, "LANCEDB_URI": str(tmp_path / "memory"), "VOICESERVER_AGENT__MEMORY__TYPE": "none",
+async def start_server(tmp_path, models_dir, *extra: str):
+    env = {"LANCEDB_URI": str(tmp_path / "memory"), "VOICESERVER_AGENT__MEMORY__TYPE": "none",
            "VOICESERVER_MODELS_DIR": str(models_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "voiceserver", "serve", "--port", str(port), *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    async with httpx.AsyncClient() as http:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read().decode())
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return proc, port
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not come up")
+    return await start_serve_process(list(extra), env=env, wait_for="/healthz", stdout=subprocess.PIPE)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

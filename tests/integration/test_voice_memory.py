@@ -3,23 +3,18 @@ keeps only what was heard, the REST API, SIGKILL durability, and two server proc
 
 import asyncio
 import json
-import logging
-import os
 import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from voiceserver.client import AudioFrame, VoiceClient
 from voiceserver.settings import Settings, TurnConfig
 from voiceserver.testing.fake_voice import ToneTTS
 from voiceserver.testing.harness import voice_server
+from voiceserver.testing.processes import moto_s3, start_serve_process
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 sys.path.insert(0, str(SUPPORT))
@@ -91,30 +86,10 @@ async def test_barge_in_keeps_only_heard_text_in_memory(app, monkeypatch):
     assert assistant[0]["metadata"].get("interrupted") is True
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def start(env: dict, models_dir: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    full = {**os.environ, **env, "PYTHONPATH": str(SUPPORT), "VOICESERVER_MODELS_DIR": str(models_dir),
-            "VOICESERVER_LOG_LEVEL": "warn"}
-    proc = subprocess.Popen([sys.executable, "-m", "voiceserver", "serve", "--port", str(port),
-                             "--app", "memory_app:app"], env=full, stderr=subprocess.PIPE)
-    async with httpx.AsyncClient() as http:
-        for _ in range(1200):
-            if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read().decode()[-3000:])
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return proc, port
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server not ready")
+async def start(env: dict, models_dir: Path):
+    env = {**env, "PYTHONPATH": str(SUPPORT), "VOICESERVER_MODELS_DIR": str(models_dir),
+           "VOICESERVER_LOG_LEVEL": "warn"}
+    return await start_serve_process(["--app", "memory_app:app"], env=env)
 
 
 async def test_sigkill_mid_conversation_keeps_every_acknowledged_turn(tmp_path, models_dir):
@@ -152,16 +127,8 @@ async def test_sigkill_mid_conversation_keeps_every_acknowledged_turn(tmp_path, 
 
 @pytest.fixture
 def s3():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                 region_name="us-east-1").create_bucket(Bucket="voice")
-    yield {"aws_endpoint": endpoint, "aws_access_key_id": "test", "aws_secret_access_key": "test",
-           "aws_region": "us-east-1", "allow_http": "true"}
-    server.stop()
+    with moto_s3("voice") as options:
+        yield options
 
 
 async def test_two_server_processes_share_a_callers_memory_on_s3(s3, models_dir):
