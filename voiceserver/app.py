@@ -283,7 +283,13 @@ def build_server(
 
 
 def _load_app(path: str) -> VoiceApp:
+    import os
+    import sys
+
     from .agent.config import load_object
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like uvicorn's --app-dir ".": `--app myapp:app` finds ./myapp.py
 
     try:
         obj = load_object(path)

@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import re
-import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
-
-from pydantic import BaseModel
 
 from ..engines import NotConfiguredError
 from ..ids import new_id, validate_id
@@ -39,6 +35,7 @@ from .run import AgentRun, ResumeAction, RunOptions
 from .run_state import RunState
 from .stream import AgentStream
 from .structured import StructuredOutput
+from .suspended_runs import claim_suspended_run, persistable_context, restore_structured, save_as_running
 from .tools import TOOL_NAME, Tool
 
 log = get_logger("AGENT")
@@ -46,10 +43,6 @@ MAX_STEPS_LIMIT = 100
 OPTION_KEYS = ("memory", "max_steps", "tool_choice", "instructions", "structured_output", "require_tool_approval",
                "on_finish", "on_step_finish", "on_chunk", "context", "model_settings")
 MODEL_SETTING_KEYS = ("max_tokens", "temperature", "stop")
-
-# One lock per run store serialises "load a suspended run, check it, mark it running", so two approvals of the same
-# run in this process cannot both execute it. Keyed weakly: the lock goes with the store.
-_claim_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 class _NoVoice:
@@ -389,18 +382,9 @@ class Agent:
         if unknown:
             raise AgentError("invalid_option", f"options allowed when continuing a run: {', '.join(sorted(allowed))}")
         store = self.storage
-        try:
-            lock = _claim_locks.setdefault(store, asyncio.Lock())
-        except TypeError:  # a store that cannot be weakly referenced or hashed: serialise within this agent
-            lock = self._claim_lock
-        async with lock:
-            record = await store.load_run("agent", run_id)
-            if record is None:
-                raise AgentError("run_not_found", f"no agent run {run_id!r} in this agent's storage")
-            if record.owner_id != self.id:
-                raise AgentError("run_not_owned", f"run {run_id!r} belongs to agent {record.owner_id!r}")
-            if record.status != "suspended":
-                raise AgentError("run_not_suspended", f"run {run_id!r} is {record.status}, not waiting")
+        # A store that cannot be weakly referenced or hashed is serialised within this agent.
+        async with claim_suspended_run(store, "agent", run_id, self.id, error=AgentError, label="agent run",
+                                       fallback_lock=self._claim_lock) as record:
             state = RunState.from_json(record.snapshot)
             pending = _pick_pending(state, action)
             opts = self._restore_options(state.options, overrides)
@@ -412,9 +396,7 @@ class Agent:
                     except ValueError as exc:
                         raise AgentError("invalid_resume_data", f"resume data for {pending.tool_name!r}: {exc}") \
                             from None
-            state.status = "running"
-            record.status, record.snapshot = "running", state.to_json()
-            await store.save_run(record)  # claimed: a second approval now sees "running"
+            await save_as_running(store, record, state)
         stream = AgentStream(AgentRun(self, state, opts, input_messages=[], action=action, persisted=True), run_id)
         stream.start()
         return stream
@@ -422,7 +404,7 @@ class Agent:
     def _restore_options(self, saved: dict[str, Any], overrides: dict[str, Any]) -> RunOptions:
         structured = overrides.get("structured_output")
         if structured is None and saved.get("structured_output"):
-            structured = _restore_structured(saved["structured_output"])
+            structured = restore_structured(saved["structured_output"], error=AgentError)
         memory = saved.get("memory")
         return RunOptions(
             max_steps=saved.get("max_steps", 5), tool_choice=saved.get("tool_choice", "auto"),
@@ -485,41 +467,15 @@ def _pick_pending(state: RunState, action: ResumeAction) -> Any:
 
 
 def _persisted_options(opts: RunOptions) -> dict[str, Any]:
-    try:
-        context = json.loads(json.dumps(opts.context))
-    except (TypeError, ValueError):
-        context = {}  # not JSON: a continued run gets context= again from its caller
     return {
         "max_steps": opts.max_steps,
         "tool_choice": "none" if opts.tool_choice == "none" else "auto",
         "require_tool_approval": opts.require_tool_approval,
         "structured_output": opts.structured.persistable() if opts.structured else None,
         "memory": list(opts.memory) if opts.memory else None,
-        "context": context,
+        "context": persistable_context(opts.context),
         "model_settings": opts.model_settings,
     }
-
-
-def _restore_structured(saved: dict[str, Any]) -> Any:
-    schema = saved.get("schema")
-    if schema is None and saved.get("schema_path"):
-        from .config import load_object
-
-        try:
-            schema = load_object(saved["schema_path"])
-        except Exception as exc:  # noqa: BLE001 - any import failure means the same to the caller
-            raise AgentError("structured_output_unavailable",
-                             f"cannot load the run's structured output schema ({exc}); pass structured_output=") \
-                from None
-    if schema is None:
-        raise AgentError("structured_output_unavailable", "pass structured_output= to continue this run")
-    out = {"schema": schema, "error_strategy": saved.get("error_strategy", "strict")}
-    if out["error_strategy"] == "fallback":
-        fallback = saved.get("fallback_value")
-        if isinstance(schema, type) and issubclass(schema, BaseModel) and isinstance(fallback, dict):
-            fallback = schema.model_validate(fallback)
-        out["fallback_value"] = fallback
-    return out
 
 
 def _takes_argument(fn: Callable[..., Any]) -> bool:

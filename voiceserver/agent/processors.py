@@ -73,20 +73,23 @@ class Processor:
 
 async def run_input_processors(processors: list[Processor], messages: list[ChatMessage],
                                ctx: RunContext) -> list[ChatMessage]:
+    """Run each processor's ``process_input`` in order; one returning None keeps the messages as they were."""
     for processor in processors:
-        out = processor.process_input(messages, ctx)
-        if inspect.isawaitable(out):
-            out = await out
+        out = await _maybe_await(processor.process_input(messages, ctx))
         if out is not None:
             messages = list(out)
     return messages
 
 
 async def run_output_processors(processors: list[Processor], text: str, ctx: RunContext) -> str:
+    """Run each processor's ``process_output`` in order; one returning None keeps the text as it was."""
     for processor in processors:
-        out = processor.process_output(text, ctx)
-        if inspect.isawaitable(out):
-            out = await out
+        out = await _maybe_await(processor.process_output(text, ctx))
         if out is not None:
             text = str(out)
     return text
+
+
+async def _maybe_await(value: Any) -> Any:
+    """Processor methods may be sync or async: the value itself, or what it resolves to."""
+    return await value if inspect.isawaitable(value) else value

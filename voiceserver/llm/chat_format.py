@@ -102,29 +102,44 @@ def to_template_messages(
     tool_choice: str = "auto",
     response_schema: dict[str, Any] | None = None,
     tool_role: bool = True,
+    fold_tool_results: bool = False,
 ) -> list[dict[str, str]]:
     """Plain ``{"role", "content"}`` dicts for a chat template, with tools and schema folded into the system prompt.
 
     ``tool_role=False`` renders tool results as user messages (for templates that only know system/user/assistant).
+    ``fold_tool_results=True`` (answering after tools, with no tools offered) drops the tool-call JSON and adds each
+    result to the user message it answers: a small model then answers in words instead of imitating the JSON.
     """
     names: dict[str, str] = {}  # tool_call_id -> tool name, to label results
     out: list[dict[str, str]] = []
+    folded: set[int] = set()  # indexes in `out` of user messages that received tool results
     for msg in messages:
         if msg.role == "assistant" and msg.tool_calls:
             for call in msg.tool_calls:
                 names[call.id] = call.name
+            if fold_tool_results:
+                if msg.content:
+                    out.append({"role": "assistant", "content": msg.content})
+                continue
             parts = [msg.content] if msg.content else []
             parts += [decision_json(c.name, c.arguments) for c in msg.tool_calls]
             out.append({"role": "assistant", "content": "\n".join(parts)})
         elif msg.role == "tool":
             name = msg.name or names.get(msg.tool_call_id or "", "tool")
             content = msg.content or ""
-            if tool_role:
+            last_user = next((i for i in range(len(out) - 1, -1, -1) if out[i]["role"] == "user"), None)
+            if fold_tool_results and last_user is not None:
+                out[last_user] = {"role": "user",
+                                  "content": f"{out[last_user]['content']}\n\nThe {name} tool returned: {content}"}
+                folded.add(last_user)
+            elif tool_role:
                 out.append({"role": "tool", "content": content})
             else:
                 out.append({"role": "user", "content": f"Result of tool {name}: {content}"})
         else:
             out.append({"role": msg.role, "content": msg.content or ""})
+    for i in folded:
+        out[i] = {"role": "user", "content": out[i]["content"] + "\nAnswer my question using this result."}
 
     extras = []
     if tools and tool_choice != "none":

@@ -74,6 +74,7 @@ class _Plan:
     budget: int  # max new tokens per pass
     temperature: float
     stop: list[str]
+    offer_tools: bool = True  # False: answering after tool results, tools are not described at all
 
 
 @dataclass(slots=True)
@@ -223,7 +224,7 @@ class LlamaCppModel(ChatModel):
         return _Plan(decision=decision, answer=not tools_active or request.tool_choice == "auto",
                      answer_grammar=schema_grammar, budget=budget,
                      temperature=self.temperature if request.temperature is None else request.temperature,
-                     stop=list(request.stop or []))
+                     stop=list(request.stop or []), offer_tools=tools_active)
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         if not request.messages:
@@ -273,14 +274,20 @@ class LlamaCppModel(ChatModel):
             if ctx in self._contexts:
                 self._free.append(ctx)
 
-    def _prompt_tokens(self, request: ChatRequest, budget: int) -> tuple[list[int], int]:
-        """Render and tokenize the prompt, dropping the oldest turns if it does not fit; returns (tokens, budget)."""
+    def _prompt_tokens(self, request: ChatRequest, budget: int, offer_tools: bool = True) -> tuple[list[int], int]:
+        """Render and tokenize the prompt, dropping the oldest turns if it does not fit; returns (tokens, budget).
+
+        Without tools on offer (answering after tool results), the tools are not described and each result is
+        folded into the user's message: SmolLM2 otherwise answers by imitating the tool-call JSON.
+        """
         assert self._template is not None
         tokenizer = self._contexts[0]
         messages = list(request.messages)
+        fold = not offer_tools and any(m.role == "tool" for m in messages)
         while True:
-            text = self._template.render(messages, tools=request.tools, tool_choice=request.tool_choice,
-                                         response_schema=request.response_schema)
+            text = self._template.render(messages, tools=request.tools if offer_tools else None,
+                                         tool_choice=request.tool_choice, response_schema=request.response_schema,
+                                         fold_tool_results=fold)
             tokens = tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=True)
             room = self.context - len(tokens)
             if room >= min(budget, 32):
@@ -294,7 +301,7 @@ class LlamaCppModel(ChatModel):
 
     def _run_sync(self, request: ChatRequest, plan: _Plan, emit: Callable[[Any], bool],
                   cancel: threading.Event) -> None:
-        tokens, budget = self._prompt_tokens(request, plan.budget)
+        tokens, budget = self._prompt_tokens(request, plan.budget, plan.offer_tools)
         usage = Usage()
         ctx = self._take_context(tokens)
         try:

@@ -17,17 +17,12 @@ kind "network"), so a run suspended by one process can be approved by another.
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import json
-import weakref
 from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel
 
 from ..agent.errors import AgentError
 from ..agent.messages import last_user_text, normalize_input
 from ..agent.structured import StructuredOutput
+from ..agent.suspended_runs import claim_suspended_run, persistable_context, restore_structured, save_as_running
 from ..ids import InvalidIdError, new_id, validate_id
 from ..storage import RunRecord
 from ..workflows.schema import WorkflowError
@@ -43,10 +38,6 @@ if TYPE_CHECKING:
 MAX_STEPS_LIMIT = 100
 START_OPTIONS = ("run_id", "context", "instructions", "require_tool_approval")
 CONTINUE_OPTIONS = ("structured_output", "context")
-
-# One lock per run store serialises "load a suspended run, check it, mark it running", so two approvals of the same
-# run in this process cannot both continue it (another process sees the "running" status once it is saved).
-_claim_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def run_network(agent: Agent, message: Any, *, memory: dict[str, str] | None = None, max_steps: int = 10,
@@ -135,23 +126,14 @@ async def _continue(agent: Agent, run_id: str, action: Continuation, overrides: 
     if agent.memory is None:
         raise NetworkError("memory_required", f"agent {agent.id!r} has no memory; a network run needs one")
     store = agent.storage
-    lock = _claim_locks.setdefault(store, asyncio.Lock())
-    async with lock:
-        record = await store.load_run(RUN_KIND, run_id)
-        if record is None:
-            raise NetworkError("run_not_found", f"no network run {run_id!r} in agent {agent.id!r}'s storage")
-        if record.owner_id != agent.id:
-            raise NetworkError("run_not_owned", f"network run {run_id!r} belongs to agent {record.owner_id!r}")
-        if record.status != "suspended":
-            raise NetworkError("run_not_suspended", f"network run {run_id!r} is {record.status}, not waiting")
+    async with claim_suspended_run(store, RUN_KIND, run_id, agent.id, error=NetworkError,
+                                   label="network run") as record:
         state = NetworkState.from_json(record.snapshot)
         if state.pending is None or state.decision is None:
             raise NetworkError("run_not_suspended", f"network run {run_id!r} waits on nothing")
         opts = _restore_options(state.options, overrides)
         await _prepare(agent, state.pending, action, step)
-        state.status = "running"
-        record.status, record.snapshot = "running", state.to_json()
-        await store.save_run(record)  # claimed: a second approval now sees "running"
+        await save_as_running(store, record, state)
     stream = NetworkStream(NetworkRun(agent, state, opts, action=action), run_id)
     stream.start()
     return stream
@@ -257,19 +239,15 @@ def _valid_id(value: Any, what: str) -> str:
 
 
 def _persisted_options(opts: NetworkOptions) -> dict[str, Any]:
-    try:
-        context = json.loads(json.dumps(opts.context))
-    except (TypeError, ValueError):
-        context = {}  # not JSON: a continued run gets context= again from its caller
     return {"structured_output": opts.structured.persistable() if opts.structured else None,
-            "require_tool_approval": opts.require_tool_approval, "context": context,
+            "require_tool_approval": opts.require_tool_approval, "context": persistable_context(opts.context),
             "instructions": opts.instructions}
 
 
 def _restore_options(saved: dict[str, Any], overrides: dict[str, Any]) -> NetworkOptions:
     structured = overrides.get("structured_output")
     if structured is None and saved.get("structured_output"):
-        structured = _restore_structured(saved["structured_output"])
+        structured = restore_structured(saved["structured_output"], error=NetworkError)
     context = overrides.get("context") or {}
     if not isinstance(context, dict):
         raise NetworkError("invalid_option", "context must be a dict")
@@ -280,25 +258,3 @@ def _restore_options(saved: dict[str, Any], overrides: dict[str, Any]) -> Networ
     return NetworkOptions(structured=parsed, require_tool_approval=bool(saved.get("require_tool_approval")),
                           context={**(saved.get("context") or {}), **context}, instructions=saved.get("instructions"))
 
-
-def _restore_structured(saved: dict[str, Any]) -> dict[str, Any]:
-    schema = saved.get("schema")
-    if schema is None and saved.get("schema_path"):
-        module, _, qualname = str(saved["schema_path"]).partition(":")
-        try:
-            schema = importlib.import_module(module)
-            for part in qualname.split("."):
-                schema = getattr(schema, part)
-        except (ImportError, AttributeError) as exc:
-            raise NetworkError("structured_output_unavailable",
-                               f"cannot load the run's structured output schema ({exc}); pass structured_output=") \
-                from None
-    if schema is None:
-        raise NetworkError("structured_output_unavailable", "pass structured_output= to continue this run")
-    out: dict[str, Any] = {"schema": schema, "error_strategy": saved.get("error_strategy", "strict")}
-    if out["error_strategy"] == "fallback":
-        fallback = saved.get("fallback_value")
-        if isinstance(schema, type) and issubclass(schema, BaseModel) and isinstance(fallback, dict):
-            fallback = schema.model_validate(fallback)
-        out["fallback_value"] = fallback
-    return out

@@ -34,14 +34,12 @@ A run that waits for an approval or a resume ends its stream after the ``*-appro
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..llm.base import Usage
 from ..logs import get_logger
+from ..runstream import RunStream
 from .errors import NetworkError
 
 log = get_logger("NETWORK")
@@ -93,142 +91,57 @@ class _Runner(Protocol):
     async def fail(self, stream: NetworkStream, exc: BaseException) -> NetworkResult: ...
 
 
-class NetworkStream:
-    """Async iterable of :class:`NetworkEvent`; ``await result()`` gives the :class:`NetworkResult`.
+class NetworkStream(RunStream[NetworkEvent, NetworkResult]):
+    """Async iterable of :class:`NetworkEvent`; ``await result()`` gives the :class:`NetworkResult` once the run
+    ends or suspends, and raises the run's :class:`NetworkError` when it failed.
 
     The run executes in its own task, started when the stream is created inside a running event loop. Events are
     kept (up to ``max_events``) so every iterator sees the whole run and ``result()`` never waits on a reader.
     Cancelling a task that iterates the stream (or awaits ``result()``) cancels the run, like ``cancel()``.
     """
 
-    def __init__(self, runner: _Runner, run_id: str, *, max_events: int = DEFAULT_MAX_EVENTS):
-        self.run_id = run_id
-        self._runner = runner
-        self._max_events = max_events
-        self._events: list[NetworkEvent] = []
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._running = False
-        self._abort_requested = False
-        self._finished = False
-        self._result: NetworkResult | None = None
+    _kind = "network"
+    _log = log
 
-    def __aiter__(self) -> AsyncIterator[NetworkEvent]:
-        return _EventIterator(self)
+    def __init__(self, runner: _Runner, run_id: str, *, max_events: int = DEFAULT_MAX_EVENTS):
+        super().__init__(run_id, max_items=max_events)
+        self._runner = runner
 
     @property
     def events(self) -> list[NetworkEvent]:
         """The events emitted so far."""
-        return list(self._events)
-
-    @property
-    def done(self) -> bool:
-        return self._finished
-
-    async def result(self) -> NetworkResult:
-        """Wait for the run to end or suspend. Raises the run's NetworkError when it failed."""
-        self._ensure_started()
-        assert self._task is not None
-        try:
-            await asyncio.shield(self._task)
-        except asyncio.CancelledError:
-            self._request_abort()
-            raise
-        result = self._final()
-        if result.status == "failed" and result.error is not None:
-            raise result.error
-        return result
+        return list(self._items)
 
     async def cancel(self) -> NetworkResult:
         """Stop the run; the running primitive is cancelled. Returns the final result (status "aborted")."""
         self._request_abort()
-        self._ensure_started()
-        assert self._task is not None
-        await asyncio.shield(self._task)
-        return self._final()
+        return await self._join()
 
     # --- producing (used by the runner) ----------------------------------------------------------------------------
 
     def emit(self, event_type: str, payload: dict[str, Any]) -> NetworkEvent:
-        if len(self._events) >= self._max_events:
-            raise NetworkError("stream_overflow", f"the network run produced more than {self._max_events} events")
+        if self._full:
+            raise NetworkError("stream_overflow", f"the network run produced more than {self._max_items} events")
         event = NetworkEvent(event_type, self.run_id, payload)
-        self._events.append(event)
-        event_set, self._wakeup = self._wakeup, asyncio.Event()
-        event_set.set()
+        self._append(event)
         return event
 
-    def start(self) -> None:
-        """Start the run now if an event loop is running."""
-        with contextlib.suppress(RuntimeError):
-            self._ensure_started()
+    # --- RunStream hooks (a cancelled consumer stops the run: the base class default) -------------------------------
 
-    def _ensure_started(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._produce(), name=f"network-run-{self.run_id}")
+    async def _execute(self) -> NetworkResult:
+        return await self._runner.execute(self)
 
-    def _request_abort(self) -> None:
-        if self._finished:
-            return
-        if self._task is not None and self._running and not self._task.done():
-            self._task.cancel()
-        else:
-            self._abort_requested = True
+    async def _abort(self) -> NetworkResult:
+        return await self._runner.abort(self)
 
-    async def _produce(self) -> None:
-        self._running = True
-        result: NetworkResult | None = None
-        try:
-            try:
-                if self._abort_requested:
-                    raise asyncio.CancelledError
-                result = await self._runner.execute(self)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()  # this task owns its cancellation: the abort below must be able to await
-                result = await self._runner.abort(self)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes the run's error event and result
-                result = await self._runner.fail(self, exc)
-        except asyncio.CancelledError:
-            pass  # cancelled again while aborting (loop shutdown): end with an aborted result
-        except Exception as exc:
-            log.exception("network run failed while finishing")
-            result = NetworkResult(self.run_id, "failed", error=NetworkError("network_failed", str(exc)))
-        finally:
-            self._result = result or NetworkResult(self.run_id, "aborted")
-            self._finished = True
-            event, self._wakeup = self._wakeup, asyncio.Event()
-            event.set()
+    async def _fail(self, exc: Exception) -> NetworkResult:
+        return await self._runner.fail(self, exc)
 
-    def _final(self) -> NetworkResult:
-        assert self._result is not None
-        return self._result
+    def _failed_result(self, exc: Exception) -> NetworkResult:
+        return NetworkResult(self.run_id, "failed", error=NetworkError("network_failed", str(exc)))
 
+    def _aborted_result(self) -> NetworkResult:
+        return NetworkResult(self.run_id, "aborted")
 
-class _EventIterator:
-    """One reader's cursor over the stream's events."""
-
-    def __init__(self, stream: NetworkStream):
-        self._stream = stream
-        self._index = 0
-        stream._ensure_started()
-
-    def __aiter__(self) -> _EventIterator:
-        return self
-
-    async def __anext__(self) -> NetworkEvent:
-        stream = self._stream
-        while True:
-            if self._index < len(stream._events):
-                event = stream._events[self._index]
-                self._index += 1
-                return event
-            if stream._finished:
-                raise StopAsyncIteration
-            wakeup = stream._wakeup
-            try:
-                await wakeup.wait()
-            except asyncio.CancelledError:
-                stream._request_abort()
-                raise
+    def _failure(self, result: NetworkResult) -> BaseException | None:
+        return result.error if result.status == "failed" else None

@@ -13,23 +13,12 @@ from ..audio import wav_bytes
 from ..engines import ProviderError
 from ..events import AudioChunk
 from ..metrics import Metrics
+from ..openai_client import OPENAI_BASE_URL as OPENAI_BASE_URL  # re-exported: this provider's default endpoint
+from ..openai_client import openai_client
 from .base import SpeechToText, SttCapabilities, TranscriptResult
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 # The API rejects files over 25 MB; a 16 kHz pcm16 WAV reaches that after about 13 minutes.
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
-
-
-def _client(api_key: str | None, base_url: str | None, timeout_s: float) -> Any:
-    try:
-        import openai
-    except ImportError as exc:  # pragma: no cover - openai is a core dependency
-        raise ProviderError("not_installed", "the openai package is not installed") from exc
-    if api_key is None:
-        raise ValueError("api_key is required (for a server that needs none, pass any string)")
-    # base_url is passed explicitly so the SDK never falls back to reading the environment.
-    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url or OPENAI_BASE_URL, max_retries=0,
-                              timeout=timeout_s)
 
 
 class OpenAISTT(SpeechToText):
@@ -48,7 +37,7 @@ class OpenAISTT(SpeechToText):
         super().__init__(timeout_s=timeout_s, retries=retries, language=language, metrics=metrics)
         self.model = model
         self.prompt = prompt
-        self.client = client if client is not None else _client(api_key, base_url, timeout_s)
+        self.client = client if client is not None else openai_client(api_key, base_url, timeout_s)
 
     async def _transcribe(self, audio: bytes, language: str | None) -> TranscriptResult:
         duration_ms = len(audio) / 32

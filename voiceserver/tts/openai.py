@@ -14,9 +14,10 @@ from typing import Any
 from ..engines import ProviderError
 from ..events import AudioChunk
 from ..metrics import Metrics
+from ..openai_client import OPENAI_BASE_URL as OPENAI_BASE_URL  # re-exported: this provider's default endpoint
+from ..openai_client import openai_client
 from .base import TextToSpeech, TtsCapabilities
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 SAMPLE_RATE = 24000  # OpenAI's documented rate for response_format="pcm"
 # The documented built-in voices (tts-1 and tts-1-hd support a subset; the API rejects the others for them).
 OPENAI_VOICES: tuple[str, ...] = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage",
@@ -25,18 +26,6 @@ MAX_INPUT_CHARS = 4096  # the documented limit of one request
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 # Network reads are coalesced to at least this much audio (50 ms) so downstream stages see few tiny chunks.
 MIN_CHUNK_BYTES = SAMPLE_RATE * 2 // 20
-
-
-def _client(api_key: str | None, base_url: str | None, timeout_s: float) -> Any:
-    try:
-        import openai
-    except ImportError as exc:  # pragma: no cover - openai is a core dependency
-        raise ProviderError("not_installed", "the openai package is not installed") from exc
-    if api_key is None:
-        raise ValueError("api_key is required (for a server that needs none, pass any string)")
-    # base_url is passed explicitly so the SDK never falls back to reading the environment.
-    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url or OPENAI_BASE_URL, max_retries=0,
-                              timeout=timeout_s)
 
 
 class OpenAITTS(TextToSpeech):
@@ -55,7 +44,7 @@ class OpenAITTS(TextToSpeech):
         super().__init__(voice=voice, speed=speed, timeout_s=timeout_s, retries=retries, metrics=metrics)
         self.model = model
         self.instructions = instructions
-        self.client = client if client is not None else _client(api_key, base_url, timeout_s)
+        self.client = client if client is not None else openai_client(api_key, base_url, timeout_s)
 
     async def _synthesize(self, text: str, voice: str | None, speed: float) -> AsyncIterator[AudioChunk]:
         if len(text) > MAX_INPUT_CHARS:
