@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,27 +44,16 @@ QUESTIONS = [
 
 def spoken_questions(models: Path) -> list[tuple[str, bytes, float]]:
     """(text, 16 kHz pcm16 with 0.3 s of lead silence, stream ms at which speech ends)."""
-    from piper.voice import PiperVoice
+    from voiceserver.testing.speech import speak
 
-    from voiceserver.audio import Resampler
-
-    voice = PiperVoice.load(str(models / "piper" / "en_US-joe-medium.onnx"))
     out = []
     for text in QUESTIONS:
-        pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text))
-        resampler = Resampler(voice.config.sample_rate, 16000)
-        audio = b"\x00\x00" * 4800 + resampler.process(pcm) + resampler.flush()
+        audio = speak(models, text, lead_silence_ms=300)
         samples = np.frombuffer(audio, dtype="<i2").astype(np.int32)
         voiced = np.nonzero(np.abs(samples) > 500)[0]
         end_ms = (voiced[-1] + 1) / 16 if len(voiced) else len(samples) / 16
         out.append((text, audio, float(end_ms)))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_ready(url: str, proc: subprocess.Popen) -> None:
@@ -86,6 +74,7 @@ async def wait_ready(url: str, proc: subprocess.Popen) -> None:
 
 async def run_config(name: str, env_extra: dict[str, str], questions, turns: int) -> dict[str, list[float]]:
     from voiceserver.client import VoiceClient
+    from voiceserver.testing.processes import free_port
 
     port = free_port()
     data = tempfile.mkdtemp(prefix="voiceserver-bench-")

@@ -64,16 +64,10 @@ def serve_fake(port_file: str, workers: str = "1") -> None:
 
 def speech_audio() -> bytes:
     """A Piper-spoken sentence at 16 kHz followed by silence: 1 cycle of the stream each session loops."""
-    from piper.voice import PiperVoice
-
-    from voiceserver.audio import Resampler
+    from voiceserver.testing.speech import speak
 
     models = Path(os.environ.get("VOICESERVER_MODELS_DIR") or REPO / "models")
-    voice = PiperVoice.load(str(models / "piper" / "en_US-joe-medium.onnx"))
-    pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize("Hello, I would like to book a table for two."))
-    resampler = Resampler(voice.config.sample_rate, 16000)
-    speech = resampler.process(pcm) + resampler.flush()
-    return speech + b"\x00\x00" * 16000 * 2  # then 2 s of silence
+    return speak(models, "Hello, I would like to book a table for two.", lead_silence_ms=0) + b"\x00\x00" * 32000
 
 
 class Stats:

@@ -268,6 +268,9 @@ def build_server(
         for i, mem in enumerate(memories):  # opens tables and loads the embedder before the first caller
             server.slots.append(EngineSlot("memory" if i == 0 else f"memory-{i}", mem.open))
             server._closers.append(mem.close)
+    if app is not None:  # an application's agents: load their models before the first caller, like ours
+        for name, agent in agents.items():
+            server.slots.append(EngineSlot(f"agent:{name}", _warm_agent(agent)))
     server.agents = agents
     server.default_agent = default_agent or next(iter(agents))
     for agent in agents.values():  # workflows the agents use are served over HTTP too
@@ -322,9 +325,12 @@ def _warm_agent(agent: Any) -> Callable[[], Any]:
         if get_model is None:
             return
         model = await get_model()
-        await model.load()
+        await model.load()  # a failure here is real: /readyz reports it
         if getattr(model, "provider", "") in ("llama_cpp", "local"):
-            await agent.generate("Hello", model_settings={"max_tokens": 1}, max_steps=1)
+            try:  # only primes the prompt cache; a one-token answer may well be "invalid" (a cut tool decision)
+                await agent.generate("Hello", model_settings={"max_tokens": 1}, max_steps=1)
+            except Exception as exc:  # noqa: BLE001 - see above
+                log.debug(f"prompt-cache warm-up of {getattr(agent, 'name', '?')}: {exc}")
     return load
 
 

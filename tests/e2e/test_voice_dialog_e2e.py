@@ -6,17 +6,17 @@ import re
 
 import pytest
 import pytest_asyncio
-from piper.voice import PiperVoice
 from pydantic import BaseModel
 
 from examples.booking import booking_workflow, receptionist
 from voiceserver.agent import Agent, create_tool
-from voiceserver.audio import Resampler, rms_dbfs
+from voiceserver.audio import rms_dbfs
 from voiceserver.client import VoiceClient
 from voiceserver.dialog import classify_yes_no
 from voiceserver.stt.faster_whisper import FasterWhisperSTT
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 from voiceserver.testing.harness import voice_server
+from voiceserver.testing.speech import speak
 from voiceserver.tts.piper import PiperTTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -29,14 +29,11 @@ async def engines(models_dir):
     tts = PiperTTS(models_dir / "piper" / "en_US-joe-medium.onnx")
     await stt.load()
     await tts.load()
-    voice = PiperVoice.load(str(models_dir / "piper" / "en_US-joe-medium.onnx"))
 
-    def speak(text: str) -> bytes:
-        pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text))
-        resampler = Resampler(voice.config.sample_rate, 16000)
-        return b"\x00\x00" * 4000 + resampler.process(pcm) + resampler.flush()
+    def say_it(text: str) -> bytes:
+        return speak(models_dir, text)
 
-    yield stt, tts, speak
+    yield stt, tts, say_it
     await stt.close()
     await tts.close()
 

@@ -8,14 +8,14 @@ import sys
 import httpx
 import pytest
 import pytest_asyncio
-from piper.voice import PiperVoice
 
 from voiceserver.app import build_server, create_app
-from voiceserver.audio import Resampler, read_wav, rms_dbfs, write_wav
+from voiceserver.audio import read_wav, rms_dbfs, write_wav
 from voiceserver.client import VoiceClient
 from voiceserver.events import AudioChunk
 from voiceserver.settings import MemoryConfig, Settings
 from voiceserver.testing.servers import serve_app
+from voiceserver.testing.speech import speak
 
 # One real server (models loaded once) serves every test of this module.
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -25,10 +25,7 @@ QUESTION = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def question_audio(models_dir) -> bytes:
-    voice = PiperVoice.load(str(models_dir / "piper" / "en_US-joe-medium.onnx"))
-    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(QUESTION))
-    resampler = Resampler(voice.config.sample_rate, 16000)
-    return b"\x00\x00" * 8000 + resampler.process(pcm) + resampler.flush()
+    return speak(models_dir, QUESTION, lead_silence_ms=500)
 
 
 def real_settings(models_dir, tmp_path) -> Settings:
