@@ -101,8 +101,10 @@ async def run_config(name: str, env_extra: dict[str, str], questions, turns: int
                     value = (turn.first_audio_at - sent) * 1000
                 if value is not None:
                     results[key].append(float(value))
-            print(f"  [{name}] {text!r} -> {turn.transcript!r}: v2v {results['client_voice_to_voice_ms'][-1]:.0f} ms",
-                  file=sys.stderr)
+            extra = {k: turn.metrics.get(k) for k in ("stt_ms", "stt_speculative", "stt_speculation_ms",
+                                                       "stt_compute_ms", "llm_first_token_ms", "tts_first_audio_ms")}
+            print(f"  [{name}] {text!r} -> {turn.transcript!r}: v2v {results['client_voice_to_voice_ms'][-1]:.0f} ms "
+                  f"{extra}", file=sys.stderr)
     finally:
         proc.terminate()
         proc.wait(20)
@@ -120,7 +122,8 @@ async def main_async(args: argparse.Namespace) -> None:
     questions = spoken_questions(models)
     started = time.perf_counter()
     fast = await run_config("speculative", {"VOICESERVER_TURN__SPECULATIVE_STT": "true"}, questions, args.turns)
-    base = await run_config("baseline", {"VOICESERVER_TURN__SPECULATIVE_STT": "false"}, questions, args.turns)
+    base = (await run_config("baseline", {"VOICESERVER_TURN__SPECULATIVE_STT": "false"}, questions, args.turns)
+            if args.baseline else {k: [] for k in fast})
     print(f"\n{args.turns} turns per configuration, real-time paced, {time.perf_counter() - started:.0f} s in all")
     print(f"{'stage':<26} {'p50 ms':>8} {'p95 ms':>8}   {'baseline p50':>12} {'p95':>8}   {'p50 ratio':>9}")
     for key in fast:
@@ -135,6 +138,8 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the run without speculative transcription")
     args = parser.parse_args()
     asyncio.run(main_async(args))
 

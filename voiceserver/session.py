@@ -282,8 +282,12 @@ class Session(SpokenDialog):
                 with contextlib.suppress(Exception):
                     result = await speculative
                 turn.metrics["stt_speculative"] = 1.0 if result is not None else 0.0
+                if result is not None:
+                    turn.metrics["stt_speculation_ms"] = result.details.get("speculation_ms", 0.0)
             if result is None:
+                started = time.perf_counter()
                 result = await self.deps.stt.transcribe(AudioChunk(turn.audio, 16000))
+                turn.metrics["stt_compute_ms"] = (time.perf_counter() - started) * 1000
             text = result.text
             turn.metrics["stt_ms"] = (time.perf_counter() - turn.ended_at) * 1000
             await self.outbox.put(Transcript(turn.id, text))
@@ -424,7 +428,14 @@ class Session(SpokenDialog):
         if gate is not None and (gate.busy or gate.waiting):
             return  # never make a real transcription wait behind a guess
         audio = self._carry_audio + pause.audio
-        task = asyncio.create_task(self.deps.stt.transcribe(AudioChunk(audio, 16000)), name="speculative-stt")
+        started = time.perf_counter()
+
+        async def guess() -> Any:
+            result = await self.deps.stt.transcribe(AudioChunk(audio, 16000))
+            result.details["speculation_ms"] = (time.perf_counter() - started) * 1000
+            return result
+
+        task = asyncio.create_task(guess(), name="speculative-stt")
         task.add_done_callback(_ignore_result)
         self._spec, self._spec_valid = (task, pause.at_ms), True
 

@@ -100,16 +100,17 @@ class PiperTTS(TextToSpeech):
                 except ImportError as exc:  # pragma: no cover - depends on the install
                     raise ProviderError("not_installed", "piper-tts is not installed: "
                                         "pip install 'voiceserver[local]'", provider=self.provider) from exc
-                if self.threads is None:
-                    self._voice = PiperVoice.load(self.model_path, self.config_path)
-                else:
-                    options = onnxruntime.SessionOptions()
-                    options.intra_op_num_threads = self.threads
-                    options.inter_op_num_threads = 1
-                    config = json.loads(self.config_path.read_text(encoding="utf-8"))
-                    session = onnxruntime.InferenceSession(str(self.model_path), sess_options=options,
-                                                           providers=["CPUExecutionProvider"])
-                    self._voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads = self.threads or 0  # 0: one per core
+                options.inter_op_num_threads = 1
+                # onnxruntime's worker threads spin-wait for more work after each run by default; on a small
+                # machine that burns the CPU faster-whisper and llama.cpp need in the same seconds.
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+                config = json.loads(self.config_path.read_text(encoding="utf-8"))
+                session = onnxruntime.InferenceSession(str(self.model_path), sess_options=options,
+                                                       providers=["CPUExecutionProvider"])
+                self._voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
                 self.metrics.engines_loaded.labels("tts").set(1)
                 log.info(f"loaded Piper voice {self.voice_name} ({self.capabilities.sample_rate} Hz)")
             return self._voice
