@@ -262,6 +262,9 @@ def build_server(
                               memory_factory=lambda cfg: memory or _build_memory(settings, cfg, cache, local_model),
                               voice_factory=lambda cfg: voice)
         default_agent = settings.agent.name
+        for config in settings.agent_configs:
+            if config.network and config.name in agents:
+                agents[config.name].voice_mode = "network"
         for name, agent in agents.items():
             server.slots.append(EngineSlot(f"agent:{name}", _warm_agent(agent)))
         memories = [obj for key, obj in cache.items() if not key.startswith("store:")]

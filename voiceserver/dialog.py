@@ -78,6 +78,11 @@ def workflow_prompt(payload: Any) -> str | None:
 
 def speakable_result(workflow_name: str, result: Any) -> str:
     """A workflow's result as a sentence: its ``message`` / ``text`` / ``summary`` field, else a short rendering."""
+    if isinstance(result, str) and result.strip().startswith("{"):
+        try:  # results that travelled as JSON text (an agent network's step result)
+            result = json.loads(result)
+        except json.JSONDecodeError:
+            pass
     if isinstance(result, str) and result.strip():
         return result.strip()
     if isinstance(result, dict):
@@ -128,7 +133,7 @@ async def shape_answer(model: ChatModel, schema: Any, question: str, answer: str
 
 @dataclass
 class PendingApproval:
-    """A tool call waiting for the caller's yes or no."""
+    """A tool call waiting for the caller's yes or no (``network``: inside an agent-network run)."""
 
     agent: Any
     run_id: str
@@ -137,6 +142,7 @@ class PendingApproval:
     args: dict[str, Any]
     question: str
     asked: int = 1
+    network: bool = False
 
 
 @dataclass
@@ -150,6 +156,7 @@ class PendingWorkflow:
     resume_schema: Any = None
     offer: bool = False  # True: we asked "shall we continue?" and wait for yes/no
     asked: int = 1
+    network_run_id: str | None = None  # the workflow runs inside an agent-network run: resume that run
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -312,6 +313,14 @@ class Session(SpokenDialog):
         agent_input: Any = text if memory_ids else [*self.history, {"role": "user", "content": text}]
         context = {"resource_id": self.config.resource, "workflow_observer": self._observe_workflow}
 
+        if getattr(agent, "voice_mode", "agent") == "network" and memory_ids:
+            # The agent routes each request over its agents, workflows and tools (agent networks need memory).
+            async def open_network() -> Any:
+                return agent.network(text, memory=memory_ids, context={"resource_id": self.config.resource})
+
+            await self._speak_network(turn, agent, open_network, user_text=text)
+            return
+
         async def open_stream() -> Any:
             if memory_ids:
                 return agent.stream(agent_input, memory=memory_ids, context=context)
@@ -407,7 +416,10 @@ class Session(SpokenDialog):
                 self._carry_text = turn.text
         if turn.stream is not None and hasattr(turn.stream, "cancel"):
             try:
-                await turn.stream.cancel(heard_text=heard or None)
+                if "heard_text" in inspect.signature(turn.stream.cancel).parameters:
+                    await turn.stream.cancel(heard_text=heard or None)
+                else:  # an agent-network stream keeps its own record of the steps
+                    await turn.stream.cancel()
             except Exception:
                 log.exception("could not record the interrupted turn")
         if turn.responding and not self._memory_ids(self.deps.agents[self.agent_name]):

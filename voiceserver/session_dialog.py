@@ -23,12 +23,14 @@ from .dialog import (
     speakable_result,
     workflow_prompt,
 )
+from .engines import ProviderError
 from .events import ResponseDone, ResponseStarted, ToolApprovalRequested, WorkflowEvent
 from .ids import new_id
 from .logs import get_logger, log_context
 from .reply import Reply, Turn
 
 log = get_logger("SESSION")
+WORKFLOW_EVENT = "workflow-execution-event-"
 
 
 class SpokenDialog:
@@ -68,6 +70,16 @@ class SpokenDialog:
         with log_context(run_id=pending.run_id):
             log.info("tool call " + ("approved" if approve else "declined"), fields={"tool": pending.tool_name})
 
+        if pending.network:
+            async def open_network() -> Any:
+                if approve:
+                    return await agent.approve_network_tool_call(run_id=pending.run_id)
+                return await agent.decline_network_tool_call(run_id=pending.run_id,
+                                                             reason=reason or "declined by the caller")
+
+            await self._speak_network(turn, agent, open_network, user_text=user_text)
+            return
+
         async def open_stream() -> Any:
             if approve:
                 return await agent.approve_tool_call(run_id=pending.run_id, tool_call_id=pending.tool_call_id)
@@ -75,6 +87,63 @@ class SpokenDialog:
                                                  reason=reason or "declined by the caller")
 
         await self._speak_agent(turn, agent, open_stream, user_text=user_text)
+
+    # --- agent networks by voice -------------------------------------------------------------------------------
+
+    async def _speak_network(self, turn: Turn, agent: Any, open_stream: Any, user_text: str | None) -> None:
+        """Run an agent-network stream and speak it: sub-agents' text as it streams, workflow events to the client,
+        approvals and workflow questions asked aloud, and the network's final result when nothing else was said."""
+        turn.responding = True
+        await self.outbox.put(ResponseStarted(turn.id))
+        started = time.perf_counter()
+        turn.stream = await open_stream()
+        reply = self._reply(turn)
+        spoke, final, waiting = False, None, False
+        try:
+            async for event in turn.stream:
+                kind, payload = event.type, event.payload or {}
+                if kind == "agent-execution-event-text-delta" and payload.get("text"):
+                    if "llm_first_token_ms" not in turn.metrics:
+                        turn.metrics["llm_first_token_ms"] = (time.perf_counter() - started) * 1000
+                    await reply.delta(payload["text"])
+                    spoke = True
+                elif kind.startswith(WORKFLOW_EVENT):
+                    inner = {"type": kind[len(WORKFLOW_EVENT):], "workflow_id": payload.get("workflow_id"),
+                             "payload": payload}
+                    await self.outbox.put(WorkflowEvent(payload.get("workflow_run_id") or event.run_id, inner,
+                                                        turn.id))
+                    if inner["type"] == "say" and payload.get("text"):
+                        await reply.say(str(payload["text"]))
+                        spoke = True
+                elif kind in ("tool-execution-approval", "agent-execution-approval"):
+                    name, args = payload.get("tool_name", ""), dict(payload.get("args") or {})
+                    question = approval_question(_find_tool(agent, name), name, args)
+                    self.pending_approval = PendingApproval(agent, event.run_id, payload.get("tool_call_id", ""),
+                                                            name, args, question, network=True)
+                    await self.outbox.put(ToolApprovalRequested(turn.id, payload.get("tool_call_id", ""), name,
+                                                                args, event.run_id))
+                    await reply.say(question)
+                    waiting = True
+                elif kind.endswith("-execution-suspended"):
+                    prompt = workflow_prompt(payload.get("suspend_payload")) or "What should I do next?"
+                    workflow = (getattr(agent, "workflows", None) or {}).get(payload.get("workflow_id", ""))
+                    step = list((payload.get("suspended") or [[]])[0])
+                    self.pending_workflow = PendingWorkflow(workflow, payload.get("workflow_run_id", ""), step,
+                                                            prompt, _resume_schema(workflow, step),
+                                                            network_run_id=event.run_id)
+                    await reply.say(prompt)
+                    waiting = True
+                elif kind == "network-execution-event-finish":
+                    final = payload.get("result")
+                elif kind == "error":
+                    raise ProviderError(payload.get("code", "network_failed"), payload.get("message", "network run"))
+            if not spoke and not waiting and final is not None:
+                await reply.say(speakable_result(getattr(agent, "name", "task"), final))
+            await reply.finish()
+        finally:
+            await reply.close()
+        await self.outbox.put(ResponseDone(turn.id, turn.reply, interrupted=False))
+        await self._emit_metrics(turn)
 
     # --- workflows driven by voice -----------------------------------------------------------------------------
 
@@ -132,6 +201,20 @@ class SpokenDialog:
 
     async def _resume_workflow(self, turn: Turn, pending: PendingWorkflow, data: dict[str, Any], text: str) -> None:
         from .workflows import SchemaValidationError
+
+        if pending.network_run_id is not None:
+            agent = self.deps.agents[self.agent_name]
+            self.pending_workflow = None
+            try:
+                await self._speak_network(turn, agent, lambda: agent.resume_network(
+                    data, run_id=pending.network_run_id), user_text=text)
+            except Exception as exc:
+                if getattr(exc, "code", "") != "invalid_resume_data":
+                    raise  # anything but an answer that does not fit fails the turn as usual
+                pending.asked += 1
+                self.pending_workflow = pending
+                await self._speak_only(turn, f"Sorry, I didn't get that. {pending.prompt}", text)
+            return
 
         self.pending_workflow = None
         turn.responding = True
@@ -213,3 +296,15 @@ def _resume_schema(workflow: Any, step: list[str]) -> Any:
     finder = getattr(workflow, "find_step", None)
     found = finder(step) if callable(finder) and step else None
     return getattr(found, "resume_schema", None)
+
+
+def _find_tool(agent: Any, name: str) -> Any:
+    """The tool of that name on the agent or one of its sub-agents (for its approval_prompt)."""
+    tool = (getattr(agent, "tools", None) or {}).get(name)
+    if tool is not None:
+        return tool
+    for sub in (getattr(agent, "agents", None) or {}).values():
+        tool = (getattr(sub, "tools", None) or {}).get(name)
+        if tool is not None:
+            return tool
+    return None

@@ -68,6 +68,8 @@ class AgentConfig(_Section):
     tools: list[str] = Field(default_factory=list, description="import paths 'package.module:object'")
     workflows: list[str] = Field(default_factory=list, description="import paths 'package.module:object'")
     agents: list[str] = Field(default_factory=list, description="names of other configured agents used as sub-agents")
+    network: bool = Field(False, description="in voice sessions, route each request over the agent's agents, "
+                                             "workflows and tools (agent network; needs memory)")
     voice: VoiceConfig = Field(default_factory=VoiceConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 

@@ -146,3 +146,53 @@ async def test_call_back_and_decline_cancels_the_run():
             assert cancelled.reply_text == "Okay, I have cancelled it."
     (run,) = await workflow.list_runs(resource_id="caller-3")
     assert run.status == "canceled"
+
+
+def network_brain(calls: list[str]):
+    """A scripted routing model: routes a booking request to the workflow, shapes answers, says when it is done."""
+    from voiceserver.network.routing import COMPLETION_TITLE, ROUTING_TITLE
+
+    def respond(request):
+        title = (request.response_schema or {}).get("title")
+        if title == ROUTING_TITLE:
+            calls.append("route")
+            return json.dumps({"primitive_id": "book-appointment", "primitive_type": "workflow",
+                               "prompt": json.dumps({"service": "checkup"}), "selection_reason": "a booking"})
+        if title == COMPLETION_TITLE:
+            calls.append("complete")
+            return json.dumps({"is_complete": True, "final_result": "", "reason": "booked"})
+        if request.response_schema:  # shaping the caller's answer to a step's question
+            props = request.response_schema.get("properties", {})
+            answer = request.messages[-1].content.split("Caller's answer:")[-1].strip().rstrip(".")
+            if "day" in props:
+                return json.dumps({"day": answer})
+            if "time" in props:
+                return json.dumps({"time": answer})
+            return json.dumps({"confirmed": classify_yes_no(answer) == "yes"})
+        return "Okay."
+
+    return ScriptedChatModel([Reply(respond=respond)])
+
+
+async def test_network_mode_routes_a_spoken_request_to_a_workflow(tmp_path):
+    from voiceserver.memory import LanceDBStore, Memory
+
+    calls: list[str] = []
+    memory = Memory(LanceDBStore(str(tmp_path / "mem")), embedder=None)
+    workflow = booking_workflow()
+    agent = receptionist(model=network_brain(calls), workflow=workflow)
+    agent.memory = memory
+    agent.voice_mode = "network"
+    async with voice_server(agent=agent, memory=memory) as vs, \
+            VoiceClient.connect(vs.ws_url, resource="caller-n") as client:
+        first = await client.ask_text("I would like an appointment")
+        assert first.reply_text == "Sure. Which day would you like to come in?"
+        kinds = [e["event"]["type"] for e in first.events if e["type"] == "workflow.event"]
+        assert "workflow-start" in kinds and "workflow-step-suspended" in kinds
+        assert (await client.ask_text("Monday")).reply_text == "What time on Monday?"
+        assert (await client.ask_text("9 am")).reply_text == "So that is Monday at 9 am. Shall I book it?"
+        done = await client.ask_text("yes")
+    assert done.reply_text.startswith("You are booked for Monday at 9 am."), done.reply_text
+    assert calls[0] == "route" and "complete" in calls
+    (run,) = await workflow.list_runs()
+    assert run.status == "success"
