@@ -109,10 +109,11 @@ async def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     parser.add_argument("--compact-every", type=int, default=None, help="writes per table between compactions")
     parser.add_argument("--target-rows", type=int, default=None, help="compaction's target rows per fragment")
+    parser.add_argument("--full-every", type=int, default=None, help="compaction passes between index updates")
     args = parser.parse_args()
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    tuning = {k: v for k, v in (("compact_every", args.compact_every),
+    tuning = {k: v for k, v in (("compact_every", args.compact_every), ("full_every", args.full_every),
                                 ("target_rows_per_fragment", args.target_rows)) if v is not None}
     store = LanceDBStore(root / "memory", maintenance=False, **tuning)
     memory = Memory(storage=store, embedder="wordllama", models_dir=args.models_dir, options={
