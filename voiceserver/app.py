@@ -109,19 +109,23 @@ class VoiceServer:
 
 
 def required_models(settings: Settings, agents: dict[str, Any] | None = None) -> list[str]:
-    """The embedded models this configuration uses (``agents``: an application's agents, when it brings its own)."""
+    """The embedded models to verify: the voice engines' and the configured agents' ones, or, given ``agents``
+    (an application's own, built by ``--app``), only what those agents use."""
     names = []
-    if settings.stt_provider == "local":
-        names.append("whisper-base")
-    if settings.tts_provider == "local":
-        names.append("piper-joe")
-    models: list[Any] = []
     if agents is None:
+        if settings.stt_provider == "local":
+            names.append("whisper-base")
+        if settings.tts_provider == "local":
+            names.append("piper-joe")
+        if settings.app:  # the application brings its agents; they are checked once they are built
+            return names
+        models: list[Any] = []
         for config in settings.agent_configs:
             models.extend(config.model if isinstance(config.model, list) else [config.model])
         wordllama = any(a.memory.type == "lancedb" and a.memory.embedder == "wordllama"
                         for a in settings.agent_configs)
     else:
+        models = []
         for agent in agents.values():
             spec = getattr(agent, "model", None)
             models.extend(spec if isinstance(spec, list) else [spec])
@@ -245,6 +249,7 @@ def build_server(
     server.slots.append(EngineSlot("stt", _warm(server.stt)))
     server.slots.append(EngineSlot("tts", _warm(server.tts)))
     server._closers += [server.stt.close, server.tts.close]
+    warm_agents = agents is None or app is not None  # agents handed in directly are the caller's to prepare
     if agents is None:
         from .agent.config import build_agents
         from .llm.registry import ModelContext, ModelRegistry
@@ -255,9 +260,8 @@ def build_server(
         server._closers.append(registry.close)
         cache: dict[str, Any] = {}
         voice = CompositeVoice(input=server.stt, output=server.tts)
-        local = {c.name: any(str(m).startswith("local/") for m in (c.model if isinstance(c.model, list)
-                                                                   else [c.model])) for c in settings.agent_configs}
-        local_model = any(local.values())
+        local_model = any(str(m).startswith("local/") for c in settings.agent_configs
+                          for m in (c.model if isinstance(c.model, list) else [c.model]))
         agents = build_agents(settings.agent_configs, model_registry=registry,
                               memory_factory=lambda cfg: memory or _build_memory(settings, cfg, cache, local_model),
                               voice_factory=lambda cfg: voice)
@@ -265,15 +269,13 @@ def build_server(
         for config in settings.agent_configs:
             if config.network and config.name in agents:
                 agents[config.name].voice_mode = "network"
+    if warm_agents:  # load the models, open the memories (tables, embedder) before the first caller
         for name, agent in agents.items():
             server.slots.append(EngineSlot(f"agent:{name}", _warm_agent(agent)))
-        memories = [obj for key, obj in cache.items() if not key.startswith("store:")]
-        for i, mem in enumerate(memories):  # opens tables and loads the embedder before the first caller
+        memories = list({id(m): m for a in agents.values() if (m := getattr(a, "memory", None)) is not None}.values())
+        for i, mem in enumerate(memories):
             server.slots.append(EngineSlot("memory" if i == 0 else f"memory-{i}", mem.open))
             server._closers.append(mem.close)
-    if app is not None:  # an application's agents: load their models before the first caller, like ours
-        for name, agent in agents.items():
-            server.slots.append(EngineSlot(f"agent:{name}", _warm_agent(agent)))
     server.agents = agents
     server.default_agent = default_agent or next(iter(agents))
     for agent in agents.values():  # workflows the agents use are served over HTTP too

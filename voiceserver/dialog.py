@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -157,7 +157,6 @@ class PendingWorkflow:
     offer: bool = False  # True: we asked "shall we continue?" and wait for yes/no
     asked: int = 1
     network_run_id: str | None = None  # the workflow runs inside an agent-network run: resume that run
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 MAX_REASKS = 2

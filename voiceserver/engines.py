@@ -89,7 +89,67 @@ async def call_with_policy(
             if not error.retryable or attempt >= retries:
                 raise error from exc
             attempt += 1
-            await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+            await asyncio.sleep(backoff_s(attempt))
+
+
+def backoff_s(attempt: int) -> float:
+    """Wait before retry number ``attempt`` (1-based): 0.2 s, doubling, at most 2 s."""
+    return min(0.2 * 2 ** (attempt - 1), 2.0)
+
+
+async def stream_with_policy(
+    open_stream: Callable[[], AsyncIterator[T]],
+    *,
+    provider: str,
+    operation: str,
+    call_label: str,
+    timeout_s: float,
+    first_item_timeout_s: float | None = None,
+    retries: int = 0,
+    metrics: Metrics,
+    first_item_stage: str | None = None,
+    log: Any = None,
+    name: str | None = None,
+) -> AsyncIterator[T]:
+    """Stream a provider's items with the call policy: a timeout to the first item and for the whole stream,
+    retries of retryable errors only before the first item (after it the caller has already used output),
+    outcome counts (``voiceserver_provider_calls_total{operation=call_label}``), errors mapped to ProviderError
+    (codes from ``operation``), and the provider's generator always closed."""
+    attempt = 0
+    while True:
+        started = time.perf_counter()
+        deadline = started + timeout_s
+        produced = False
+        items = open_stream().__aiter__()
+        try:
+            while True:
+                limit = deadline - time.perf_counter()
+                if not produced and first_item_timeout_s is not None:
+                    limit = min(limit, first_item_timeout_s)
+                try:
+                    async with asyncio.timeout(max(limit, 0.001)):
+                        item = await items.__anext__()
+                except StopAsyncIteration:
+                    break
+                if not produced and first_item_stage:
+                    metrics.stage_seconds.labels(first_item_stage).observe(time.perf_counter() - started)
+                produced = True
+                yield item
+            metrics.provider_calls.labels(provider, call_label, "ok").inc()
+            return
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            error = map_exception(exc, provider, operation)
+            metrics.provider_calls.labels(provider, call_label, error.code).inc()
+            if produced or not error.retryable or attempt >= retries:
+                raise error from exc
+            attempt += 1
+            if log is not None:
+                log.warning(f"{name or provider}: {error}; retrying ({attempt}/{retries})")
+            await asyncio.sleep(backoff_s(attempt))
+        finally:
+            await items.aclose()
 
 
 class EngineGate:
@@ -105,7 +165,6 @@ class EngineGate:
         self._metrics = metrics or Metrics.null()
         self.waiting = 0
         self.busy = 0
-        self.last_wait_s = 0.0
 
     async def __aenter__(self) -> EngineGate:
         start = time.perf_counter()
@@ -116,8 +175,7 @@ class EngineGate:
         finally:
             self.waiting -= 1
             self._metrics.engine_queue_depth.labels(self.name).set(self.waiting)
-        self.last_wait_s = time.perf_counter() - start
-        self._metrics.engine_wait_seconds.labels(self.name).observe(self.last_wait_s)
+        self._metrics.engine_wait_seconds.labels(self.name).observe(time.perf_counter() - start)
         self.busy += 1
         self._metrics.engine_busy.labels(self.name).set(self.busy)
         return self

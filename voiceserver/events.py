@@ -156,13 +156,6 @@ class ResponseCancelled(Event):
 
 
 @dataclass(slots=True)
-class ClearAudio(Event):
-    """Tell the client to drop any reply audio it has buffered (barge-in)."""
-
-    turn_id: str
-
-
-@dataclass(slots=True)
 class TurnMetrics(Event):
     turn_id: str
     stt_ms: float | None = None

@@ -37,14 +37,6 @@ def validate_id(value: object, what: str = "resource") -> str:
     return value
 
 
-def is_valid_id(value: object) -> bool:
-    try:
-        validate_id(value)
-    except InvalidIdError:
-        return False
-    return True
-
-
 def new_id(prefix: str) -> str:
     """A fresh id such as ``sess_3f2a...`` (always valid)."""
     return f"{prefix}_{uuid.uuid4().hex[:16]}"

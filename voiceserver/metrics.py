@@ -48,9 +48,6 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
         )
         self.engines_loaded = Gauge("voiceserver_engine_loaded", "1 once an engine is loaded", ["engine"], registry=r)
-        self.http_requests = Counter(
-            "voiceserver_http_requests_total", "HTTP requests by route and status", ["route", "status"], registry=r
-        )
 
     @classmethod
     def null(cls) -> Metrics:

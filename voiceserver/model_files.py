@@ -112,13 +112,6 @@ def require_models(models_dir: Path, names: list[str], deep: bool = True) -> Non
             )
 
 
-def model_dir(models_dir: Path, name: str) -> Path:
-    """The folder holding a model's files (the common parent of its paths)."""
-    spec = load_manifest()[name]
-    parents = {Path(f.path).parts[0] for f in spec.files}
-    return models_dir / parents.pop()
-
-
 def model_file(models_dir: Path, name: str, suffix: str) -> Path:
     """The one file of a model whose path ends with ``suffix``."""
     spec = load_manifest()[name]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -89,8 +88,7 @@ class Session(SpokenDialog):
         self._speech_turn_id: str | None = None
         self._carry_audio = b""  # audio of a turn cut short before it answered, joined to the next utterance
         self._carry_text = ""  # or its transcript, when it was cut short after transcription
-        self._spec: tuple[asyncio.Task, int] | None = None  # speculative STT task and the pause it belongs to
-        self._spec_valid = False
+        self._spec: asyncio.Task | None = None  # a transcription started at a pause, valid until speech resumes
         self._arrivals: deque[tuple[float, float]] = deque(maxlen=256)  # (stream ms at chunk end, wall clock)
         self._converter: StreamConverter | None = None
         self._segmenter: Segmenter | None = None
@@ -117,10 +115,8 @@ class Session(SpokenDialog):
         if not self.config.thread:
             self.config.thread = new_id("thread")
         self._converter = StreamConverter(self.config.input_format, PCM16_16K)
-        self._segmenter = Segmenter(SegmenterConfig(
-            sample_rate=16000, frame_ms=20, aggressiveness=self.config.vad_aggressiveness,
-            silence_ms=self.config.vad_silence_ms, prefix_ms=self.config.vad_prefix_ms,
-            min_speech_ms=self.config.vad_min_speech_ms, max_utterance_ms=int(self.deps.limits.max_utterance_s * 1000),
+        self._segmenter = Segmenter(SegmenterConfig.from_session_config(
+            self.config, max_utterance_ms=int(self.deps.limits.max_utterance_s * 1000),
             pause_ms=self.deps.turn.pause_ms if self.deps.turn.speculative_stt else 0,
         ))
         self.started = True
@@ -203,18 +199,15 @@ class Session(SpokenDialog):
             elif isinstance(ev, SpeechPause):
                 self._maybe_speculate(ev)
             elif isinstance(ev, SpeechResume):
-                self._spec_valid = False
+                self._cancel_speculation()  # they kept talking: that guess heard only part of it
             elif isinstance(ev, SpeechEnd):
                 turn_id = self._speech_turn_id or new_id("turn")
                 self._speech_turn_id = None
                 self._emit(SpeechStopped(turn_id, int(ev.end_ms)))
                 turn = Turn(id=turn_id, audio=ev.audio, last_voiced_at=self._arrival_of(ev.last_voiced_ms),
                             ended_at=now)
-                spec = self._spec if self._spec_valid else None
-                if not self._spec_valid:
-                    self._cancel_speculation()
-                self._spec, self._spec_valid = None, False
-                self._begin_turn(turn, spec[0] if spec else None)
+                spec, self._spec = self._spec, None
+                self._begin_turn(turn, spec)
 
     async def _on_text(self, text: str) -> None:
         limit = self.deps.limits.max_text_chars
@@ -416,10 +409,7 @@ class Session(SpokenDialog):
                 self._carry_text = turn.text
         if turn.stream is not None and hasattr(turn.stream, "cancel"):
             try:
-                if "heard_text" in inspect.signature(turn.stream.cancel).parameters:
-                    await turn.stream.cancel(heard_text=heard or None)
-                else:  # an agent-network stream keeps its own record of the steps
-                    await turn.stream.cancel()
+                await turn.stream.cancel(heard_text=heard or None)
             except Exception:
                 log.exception("could not record the interrupted turn")
         if turn.responding and not self._memory_ids(self.deps.agents[self.agent_name]):
@@ -449,12 +439,12 @@ class Session(SpokenDialog):
 
         task = asyncio.create_task(guess(), name="speculative-stt")
         task.add_done_callback(_ignore_result)
-        self._spec, self._spec_valid = (task, pause.at_ms), True
+        self._spec = task
 
     def _cancel_speculation(self) -> None:
         if self._spec is not None:
-            self._spec[0].cancel()
-        self._spec, self._spec_valid = None, False
+            self._spec.cancel()
+        self._spec = None
 
     # --- helpers -----------------------------------------------------------------------------------------------
 

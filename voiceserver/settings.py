@@ -158,7 +158,6 @@ class Settings(BaseSettings):
     log_format: LogFormat = "json"
     log_file: Path | None = None
     models_dir: Path = Path("models")
-    data_dir: Path = Path("data")
     preload: bool = Field(True, description="load the engines at start-up (readyz waits for them)")
     voice_provider: Provider = Field("local", validation_alias=AliasChoices("VOICE_PROVIDER", "voice_provider"))
     voice_quality: Quality = Field("medium", validation_alias=AliasChoices("VOICE_QUALITY", "voice_quality"))

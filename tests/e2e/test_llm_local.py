@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from voiceserver.llm import LlamaCppModel, ModelContext, ModelRegistry
 from voiceserver.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCall, ToolCallChunk, ToolSpec
+from voiceserver.testing.loop import LoopTicker
 
 pytestmark = pytest.mark.e2e
 
@@ -168,20 +169,10 @@ async def test_response_schema_output_parses_as_the_schema(model):
 
 
 async def test_the_event_loop_keeps_running_during_generation(model):
-    ticks = 0
-    stop = asyncio.Event()
-
-    async def ticker():
-        nonlocal ticks
-        while not stop.is_set():
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    chunks = [c async for c in model.stream(ChatRequest([SYSTEM, ChatMessage("user", "Count.")],
-                                                        response_schema=LONG_ARRAY, max_tokens=150))]
-    stop.set()
-    await task
+    async with LoopTicker() as ticker:
+        chunks = [c async for c in model.stream(ChatRequest([SYSTEM, ChatMessage("user", "Count.")],
+                                                            response_schema=LONG_ARRAY, max_tokens=150))]
+    ticks = ticker.ticks
     produced = sum(isinstance(c, TextDelta) for c in chunks)
     assert produced >= 60
     # Generation on the loop would starve the ticker (a tick or two in all); in a thread it ticks throughout.

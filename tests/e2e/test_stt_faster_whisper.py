@@ -13,6 +13,7 @@ from voiceserver.engines import ProviderError
 from voiceserver.events import AudioChunk
 from voiceserver.metrics import Metrics
 from voiceserver.stt.faster_whisper import FasterWhisperSTT
+from voiceserver.testing.loop import LoopTicker
 from voiceserver.tts.piper import PiperTTS
 from voiceserver.voice import CompositeVoice
 
@@ -81,23 +82,10 @@ async def test_quiet_noise_is_not_hallucinated_into_words(whisper):
 async def test_transcription_runs_off_the_event_loop(whisper, piper):
     """The whole decode (including the lazy segment generator) runs in a worker thread: the loop keeps ticking."""
     audio = await synthesize(piper, QUESTION)
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker():
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.005)
-
-    task = asyncio.create_task(ticker())
-    try:
-        ticks_at_start = ticks
+    async with LoopTicker() as ticker:
+        ticks_at_start = ticker.ticks
         result = await whisper.transcribe(audio)
-        ticks_during = ticks - ticks_at_start
-    finally:
-        done.set()
-        await task
+        ticks_during = ticker.ticks - ticks_at_start
     assert "weather" in result.text.lower()
     # Had the decode run on the loop, the ticker could not have run at all while it lasted.
     assert ticks_during >= 10

@@ -10,6 +10,7 @@ import pytest_asyncio
 
 from voiceserver.audio import rms_dbfs
 from voiceserver.engines import ProviderError
+from voiceserver.testing.loop import LoopTicker
 from voiceserver.tts.piper import PiperTTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -151,24 +152,12 @@ async def test_bad_speed_and_missing_model(piper, tmp_path, models_dir):
 
 
 async def test_parallel_phrases_and_a_responsive_loop(piper):
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker():
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.005)
-
     async def speak(text):
         return [c async for c in piper.synthesize(text)]
 
-    task = asyncio.create_task(ticker())
-    try:
+    async with LoopTicker() as ticker:
         results = await asyncio.gather(speak(TWO_SENTENCES), speak("And a second phrase, in parallel."))
-    finally:
-        done.set()
-        await task
+    ticks = ticker.ticks
     assert all(results)
     assert ticks >= 10  # the loop kept running while both phrases were synthesised in threads
     assert piper.gate.busy == 0

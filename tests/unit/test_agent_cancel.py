@@ -22,6 +22,22 @@ def slow_text_model() -> ScriptedChatModel:
     return ScriptedChatModel([Reply(text=LONG, chunk_delay_s=0.02)])
 
 
+
+async def cancel_consumer_after_first_text(stream) -> None:
+    """Read the stream in a task, and cancel that task once the first text arrived (the session's barge-in)."""
+    got_text = asyncio.Event()
+
+    async def consume():
+        async for chunk in stream:
+            if chunk.type == "text-delta":
+                got_text.set()
+
+    consumer = asyncio.create_task(consume())
+    await got_text.wait()
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+
 async def test_cancel_mid_reply_emits_abort_and_remembers_exactly_what_was_heard():
     memory = FakeMemory()
     model = slow_text_model()
@@ -58,18 +74,7 @@ async def test_cancelling_the_iterating_task_stops_everything():
     model = slow_text_model()
     agent = Agent(name="A", model=model)
     stream = agent.stream("Talk")
-    got_text = asyncio.Event()
-
-    async def consume():
-        async for chunk in stream:
-            if chunk.type == "text-delta":
-                got_text.set()
-
-    consumer = asyncio.create_task(consume())
-    await got_text.wait()
-    consumer.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await consumer
+    await cancel_consumer_after_first_text(stream)
     result = await stream.result()
     assert result.finish_reason == "aborted" and model.cancelled == 1
     assert stream.chunks[-1].type == "abort"
@@ -96,18 +101,7 @@ async def test_session_order_cancel_the_task_first_then_report_what_was_heard():
     memory = FakeMemory()
     agent = Agent(name="A", model=slow_text_model(), memory=memory)
     stream = agent.stream("Can you help?", memory=MEM)
-    got_text = asyncio.Event()
-
-    async def consume():
-        async for chunk in stream:
-            if chunk.type == "text-delta":
-                got_text.set()
-
-    consumer = asyncio.create_task(consume())
-    await got_text.wait()
-    consumer.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await consumer
+    await cancel_consumer_after_first_text(stream)
     result = await stream.cancel(heard_text="Hello")
     assert result.finish_reason == "aborted"
     saved = [(m["role"], m["content"], m["metadata"]) for m in memory.thread("t1")]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 
 from ..logs import get_logger
+from ..server.auth import key_matches
 from ..session import Session, SessionDeps
 
 log = get_logger("GATEWAY")
@@ -24,11 +24,7 @@ class SessionHub:
 
     def authorize(self, presented: str | None) -> bool:
         """True when no keys are configured, or ``presented`` matches one (constant-time)."""
-        if not self.api_keys:
-            return True
-        if not presented:
-            return False
-        return any(hmac.compare_digest(presented.encode(), key.encode()) for key in self.api_keys)
+        return not self.api_keys or key_matches(presented, self.api_keys)
 
     def open(self, gateway: str) -> Session | None:
         """A new session, or None when the server is full or shutting down."""

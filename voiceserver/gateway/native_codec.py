@@ -15,7 +15,6 @@ from ..events import (
     PCM16_16K,
     AudioFormat,
     CancelResponse,
-    ClearAudio,
     EndSession,
     ErrorEvent,
     Event,
@@ -198,6 +197,4 @@ def _body(event: Event) -> dict[str, Any] | None:
         return {"type": "pong", "id": event.id}
     if isinstance(event, SessionClosed):
         return {"type": "session.closed", "reason": event.reason}
-    if isinstance(event, ClearAudio):
-        return None  # response.cancelled already tells a native client to drop buffered audio
     return None

@@ -13,7 +13,7 @@ import time
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..events import ErrorEvent, Ping, Pong, SessionConfig, StartSession
+from ..events import ErrorEvent, Ping, Pong, SessionClosed, SessionConfig, StartSession
 from ..ids import InvalidIdError, validate_id
 from ..logs import get_logger, log_context
 from ..outbox import OutboxClosed
@@ -39,9 +39,9 @@ async def native_voice_endpoint(ws: WebSocket) -> None:
     session = hub.open("native")
     if session is None:
         await ws.accept()
-        code, reason = (1001, "server shutting down") if hub.shutting_down else (1013, "server full, try again later")
-        await ws.send_text(f'{{"type":"error","code":"{"server_shutdown" if code == 1001 else "server_full"}",'
-                           f'"message":"{reason}"}}')
+        code, error, reason = ((1001, "server_shutdown", "server shutting down") if hub.shutting_down
+                               else (1013, "server_full", "server full, try again later"))
+        await ws.send_text(encode_event(ErrorEvent(error, reason)))
         await ws.close(code=code, reason=reason)
         return
     await ws.accept()
@@ -132,7 +132,7 @@ async def _send_loop(ws: WebSocket, session: Session) -> None:
                 await ws.send_bytes(payload)
             else:
                 await ws.send_text(payload)
-            if getattr(event, "reason", None) == "server_shutdown" and type(event).__name__ == "SessionClosed":
+            if isinstance(event, SessionClosed) and event.reason == "server_shutdown":
                 close_code = 1001
     except OutboxClosed:
         pass

@@ -7,15 +7,13 @@ timeouts (first chunk and whole call), retries before the first chunk, metrics a
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..engines import ProviderError, map_exception
+from ..engines import ProviderError, stream_with_policy
 from ..logs import get_logger
 from ..metrics import Metrics
 
@@ -169,45 +167,16 @@ class ChatModel:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Stream chunks. Retries retryable errors only before the first chunk; always ends with one Finish."""
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            produced = False
-            finished = False
-            agen = self._stream(request).__aiter__()
-            try:
-                deadline = started + self.timeout_s
-                while True:
-                    limit = self.first_chunk_timeout_s if not produced else deadline - time.perf_counter()
-                    try:
-                        async with asyncio.timeout(max(limit, 0.001)):
-                            chunk = await agen.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    if not produced:
-                        self.metrics.stage_seconds.labels("llm_first_chunk").observe(time.perf_counter() - started)
-                    produced = True
-                    if isinstance(chunk, Finish):
-                        finished = True
-                    yield chunk
-                if not finished:
-                    yield Finish()
-                self.metrics.provider_calls.labels(self.provider, "chat", "ok").inc()
-                return
-            except asyncio.CancelledError:
-                raise
-            except GeneratorExit:
-                raise
-            except Exception as exc:
-                error = map_exception(exc, self.provider, "llm")
-                self.metrics.provider_calls.labels(self.provider, "chat", error.code).inc()
-                if produced or not error.retryable or attempt >= self.retries:
-                    raise error from exc
-                attempt += 1
-                log.warning(f"{self.model_id}: {error}; retrying ({attempt}/{self.retries})")
-                await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
-            finally:
-                await agen.aclose()
+        finished = False
+        async for chunk in stream_with_policy(
+            lambda: self._stream(request), provider=self.provider, operation="llm", call_label="chat",
+            timeout_s=self.timeout_s, first_item_timeout_s=self.first_chunk_timeout_s, retries=self.retries,
+            metrics=self.metrics, first_item_stage="llm_first_chunk", log=log, name=self.model_id,
+        ):
+            finished = finished or isinstance(chunk, Finish)
+            yield chunk
+        if not finished:
+            yield Finish()
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """Run a whole completion and collect it."""

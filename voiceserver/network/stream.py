@@ -112,8 +112,11 @@ class NetworkStream(RunStream[NetworkEvent, NetworkResult]):
         """The events emitted so far."""
         return list(self._items)
 
-    async def cancel(self) -> NetworkResult:
-        """Stop the run; the running primitive is cancelled. Returns the final result (status "aborted")."""
+    async def cancel(self, heard_text: str | None = None) -> NetworkResult:
+        """Stop the run; the running primitive is cancelled. Returns the final result (status "aborted").
+
+        ``heard_text`` is accepted so a voice session can cancel any stream alike; a network run keeps its own
+        record of the steps, so it is not used."""
         self._request_abort()
         return await self._join()
 

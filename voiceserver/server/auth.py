@@ -11,12 +11,20 @@ import json
 from typing import Any
 
 
+def key_matches(presented: str | None, keys: list[str]) -> bool:
+    """True when ``presented`` equals one of ``keys`` (constant-time comparison)."""
+    if not presented:
+        return False
+    candidate = presented.encode()
+    return any(hmac.compare_digest(candidate, key.encode()) for key in keys)
+
+
 class ApiKeyMiddleware:
     """Answer 401 to ``/v1/`` HTTP requests without ``Authorization: Bearer <key>`` (or ``?api_key=``)."""
 
     def __init__(self, app: Any, keys: list[str]):
         self.app = app
-        self.keys = [k.encode() for k in keys if k]
+        self.keys = [k for k in keys if k]
 
     def _authorized(self, scope: dict[str, Any]) -> bool:
         presented = ""
@@ -27,8 +35,7 @@ class ApiKeyMiddleware:
             from urllib.parse import parse_qs
 
             presented = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key") or [""])[0]
-        candidate = presented.encode()
-        return bool(candidate) and any(hmac.compare_digest(candidate, key) for key in self.keys)
+        return key_matches(presented, self.keys)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if (scope["type"] == "http" and self.keys and scope.get("path", "").startswith("/v1/")

@@ -7,12 +7,10 @@ to first audio and for the whole phrase, retries before the first chunk, metrics
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from ..engines import ProviderError, map_exception
+from ..engines import ProviderError, stream_with_policy
 from ..events import AudioChunk
 from ..logs import get_logger
 from ..metrics import Metrics
@@ -54,37 +52,12 @@ class TextToSpeech:
         text = text.strip()
         if not text:
             return
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            produced = False
-            agen = self._synthesize(text, voice or self.voice, speed or self.speed).__aiter__()
-            try:
-                deadline = started + self.timeout_s
-                while True:
-                    try:
-                        async with asyncio.timeout(max(deadline - time.perf_counter(), 0.001)):
-                            chunk = await agen.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    if not produced:
-                        self.metrics.stage_seconds.labels("tts_first_audio").observe(time.perf_counter() - started)
-                        produced = True
-                    yield chunk
-                self.metrics.provider_calls.labels(self.provider, "tts", "ok").inc()
-                return
-            except (asyncio.CancelledError, GeneratorExit):
-                raise
-            except Exception as exc:
-                error = map_exception(exc, self.provider, "tts")
-                self.metrics.provider_calls.labels(self.provider, "tts", error.code).inc()
-                if produced or not error.retryable or attempt >= self.retries:
-                    raise error from exc
-                attempt += 1
-                log.warning(f"{self.provider}: {error}; retrying ({attempt}/{self.retries})")
-                await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
-            finally:
-                await agen.aclose()
+        async for chunk in stream_with_policy(
+            lambda: self._synthesize(text, voice or self.voice, speed or self.speed), provider=self.provider,
+            operation="tts", call_label="tts", timeout_s=self.timeout_s, retries=self.retries, metrics=self.metrics,
+            first_item_stage="tts_first_audio", log=log,
+        ):
+            yield chunk
 
     async def get_speakers(self) -> list[dict]:
         """The voices this provider offers: [{"voice_id": ..., "name": ...}]."""
