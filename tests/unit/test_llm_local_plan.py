@@ -83,3 +83,11 @@ async def test_empty_request_is_rejected(model):
 def test_bad_sizes_are_rejected():
     with pytest.raises(ValueError):
         LlamaCppModel(Path("x.gguf"), pool=0)
+
+
+def test_amx_is_detected_from_the_cpu_flags():
+    from voiceserver.llm.llama_cpp import cpu_has_amx
+
+    assert cpu_has_amx("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n") is True
+    assert cpu_has_amx("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n") is False
+    assert cpu_has_amx("") is False

@@ -64,6 +64,47 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
+def cpu_has_amx(cpuinfo: str | None = None) -> bool:
+    """True when the CPU advertises Intel AMX (``amx_int8`` in /proc/cpuinfo's flags)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    return any(line.startswith("flags") and " amx_int8" in line for line in cpuinfo.splitlines())
+
+
+_PARAMS_PATCH = threading.Lock()
+
+
+def _new_llama(llama_cpp: Any, path: str, *, extra_buffer_types: bool, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(path, **kwargs)``, optionally without ggml's extra CPU buffer types.
+
+    Why: llama.cpp built with GGML_NATIVE on a CPU with AMX routes batched matrix products through its AMX buffer
+    type, and with llama-cpp-python 0.3.36 that path segfaults in ``ggml_backend_amx_mul_mat`` on the first
+    multi-token prompt (seen on a Xeon with amx_int8). ``use_extra_bufts = False`` turns that buffer type (and weight
+    repacking) off. ``Llama`` exposes no argument for it, so its default model parameters are wrapped for the
+    duration of the constructor, under a lock.
+    """
+    if extra_buffer_types:
+        return llama_cpp.Llama(path, **kwargs)
+    import llama_cpp.llama as llama_module
+
+    original = llama_module.llama_cpp.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    with _PARAMS_PATCH:
+        llama_module.llama_cpp.llama_model_default_params = without_extra_buffers
+        try:
+            return llama_cpp.Llama(path, **kwargs)
+        finally:
+            llama_module.llama_cpp.llama_model_default_params = original
+
+
 @dataclass(slots=True)
 class _Plan:
     """What one call does: an optional decision pass, then an optional answer pass."""
@@ -112,10 +153,13 @@ class LlamaCppModel(ChatModel):
         timeout_s: float = 60.0,
         first_chunk_timeout_s: float | None = None,
         retries: int = 0,
+        extra_buffer_types: bool | None = None,
         metrics: Metrics | None = None,
     ):
         """``max_tokens`` bounds a spoken reply; ``structured_max_tokens`` bounds a tool decision or a schema object
-        when the request sets no ``max_tokens``. ``pool`` contexts of ``context`` tokens each, ``threads`` each."""
+        when the request sets no ``max_tokens``. ``pool`` contexts of ``context`` tokens each, ``threads`` each.
+        ``extra_buffer_types``: ggml's extra CPU buffer types (AMX, weight repacking); None = on unless the CPU has
+        AMX (see :func:`_new_llama`)."""
         super().__init__(model_id, timeout_s=timeout_s, first_chunk_timeout_s=first_chunk_timeout_s, retries=retries,
                          metrics=metrics)
         if pool < 1 or threads < 1 or context < 64 or max_tokens < 1:
@@ -131,6 +175,7 @@ class LlamaCppModel(ChatModel):
         self.repeat_penalty = repeat_penalty
         self.answer_after_tool_result = answer_after_tool_result
         self.seed = seed
+        self.extra_buffer_types = (not cpu_has_amx()) if extra_buffer_types is None else extra_buffer_types
         self.gate = EngineGate("llm", pool, self.metrics)
         self._grammars = GrammarCache()
         self._load_lock = threading.Lock()  # a threading lock: load() may be called from several loops/threads
@@ -170,7 +215,8 @@ class LlamaCppModel(ChatModel):
                 if self.seed is not None:
                     kwargs["seed"] = self.seed
                 try:
-                    contexts.append(llama_cpp.Llama(str(self.model_path), **kwargs))
+                    contexts.append(_new_llama(llama_cpp, str(self.model_path),
+                                               extra_buffer_types=self.extra_buffer_types, **kwargs))
                 except Exception as exc:  # llama.cpp raises ValueError for a bad file
                     raise ProviderError("model_invalid", f"cannot load {self.model_path}: {exc}",
                                         provider=self.provider) from exc
