@@ -19,7 +19,7 @@ import hashlib
 from pydantic import BaseModel, Field
 
 from voiceserver.agent import Agent
-from voiceserver.container import VoiceApp
+from voiceserver.voice_app import VoiceApp
 from voiceserver.workflows import StepContext, create_step, create_workflow
 
 

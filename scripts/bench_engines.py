@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from voiceserver.audio import pcm16_to_float32, resample_pcm16
-from voiceserver.events import AudioChunk
+from voiceserver.audio.format import AudioChunk
 from voiceserver.stt.faster_whisper import FasterWhisperSTT
 from voiceserver.tts.piper import PiperTTS
 

@@ -20,7 +20,7 @@ import numpy as np
 import webrtcvad
 
 from voiceserver.audio import Resampler, StreamConverter, float32_to_pcm16
-from voiceserver.events import AudioFormat
+from voiceserver.audio.format import AudioFormat
 from voiceserver.vad import ScriptedDetector, Segmenter, SegmenterConfig
 
 

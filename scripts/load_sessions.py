@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO))
 
 def serve_fake(port_file: str, workers: str = "1") -> None:
     from voiceserver.agent import Agent
-    from voiceserver.app import build_server, create_app
     from voiceserver.logs import configure_logging
+    from voiceserver.server.composition import build_server, create_app
     from voiceserver.server.run import run_forked, serve_app_forever
     from voiceserver.settings import LimitsConfig, Settings
     from voiceserver.testing.fake_llm import ScriptedChatModel

@@ -42,9 +42,9 @@ _EXPORTS = {
     "WorkflowResult": "voiceserver.workflows",
     "run_network": "voiceserver.network",
     # the application container, server and client
-    "VoiceApp": "voiceserver.container",
-    "build_server": "voiceserver.app",
-    "create_app": "voiceserver.app",
+    "VoiceApp": "voiceserver.voice_app",
+    "build_server": "voiceserver.server.composition",
+    "create_app": "voiceserver.server.composition",
     "VoiceClient": "voiceserver.client",
     "Settings": "voiceserver.settings",
     "load_settings": "voiceserver.settings",

@@ -20,7 +20,7 @@ from typing import Any
 
 import websockets
 
-from .events import PCM16_16K, AudioFormat
+from .audio.format import PCM16_16K, AudioFormat
 
 
 @dataclass(slots=True)
@@ -242,7 +242,7 @@ async def talk_main(args: Any) -> int:
     import sys
 
     from .audio import Resampler, read_wav, write_wav
-    from .events import AudioChunk
+    from .audio.format import AudioChunk
 
     try:
         async with VoiceClient.connect(args.url, resource=args.resource, thread=args.thread, agent=args.agent,

@@ -35,7 +35,9 @@ class _Section(BaseModel):
 class VoiceConfig(_Section):
     """Which voice an agent speaks with."""
 
-    provider: Provider | None = Field(None, description="local (Piper) or openai; default follows VOICE_PROVIDER")
+    provider: Provider | list[Provider] | None = Field(
+        None, description="local (Piper) or openai, or a list tried in order (fallback); default: the server's "
+                          "text-to-speech (tts.provider, VOICE_PROVIDER)")
     voice: str | None = Field(None, description="Piper voice or OpenAI voice name")
     speed: float = Field(1.0, ge=0.25, le=4.0)
 
@@ -77,7 +79,8 @@ class AgentConfig(_Section):
 class SttConfig(_Section):
     """Speech-to-text engine."""
 
-    provider: Provider | None = Field(None, description="default follows VOICE_PROVIDER")
+    provider: Provider | list[Provider] | None = Field(
+        None, description="local or openai, or a list tried in order (fallback); default follows VOICE_PROVIDER")
     model: str | None = Field(None, description="local: whisper-base; openai: whisper-1 or gpt-4o-transcribe")
     language: str | None = "en"
     threads: int = Field(2, ge=1, le=64)
@@ -90,7 +93,8 @@ class SttConfig(_Section):
 class TtsConfig(_Section):
     """Text-to-speech engine."""
 
-    provider: Provider | None = None
+    provider: Provider | list[Provider] | None = Field(
+        None, description="local or openai, or a list tried in order (fallback); default follows VOICE_PROVIDER")
     voice: str | None = None
     model: str = Field("tts-1", description="OpenAI TTS model")
     max_concurrency: int = Field(2, ge=1, le=64)
@@ -138,6 +142,18 @@ class TurnConfig(_Section):
     first_phrase_max_chars: int = Field(
         32, ge=10, le=400, description="the first phrase of a reply is cut at a space after this many characters "
                                        "even without punctuation, so its audio starts early")
+    reply_max_sentences: int = Field(
+        3, ge=0, le=100, description="a voice reply stops at the end of this many sentences (0: no limit); the "
+                                     "model is cancelled there and memory keeps what was spoken")
+    long_reply_max_sentences: int = Field(
+        30, ge=0, le=500, description="the same when the caller asked for a long answer (a story, details)")
+    reply_max_tokens: int = Field(
+        120, ge=0, le=32768, description="generation cap of a normal voice reply (0: the model's own max_tokens)")
+    long_reply_max_tokens: int = Field(
+        600, ge=0, le=32768, description="generation cap when the caller asked for a long answer")
+    apology: str = Field(
+        "Sorry, something went wrong on my side. Could you say that again?", max_length=400,
+        description="spoken when a provider fails and no fallback is left ('' to stay silent)")
 
 
 class Settings(BaseSettings):
@@ -200,12 +216,22 @@ class Settings(BaseSettings):
     # --- derived values -------------------------------------------------------------------------------------------
 
     @property
+    def stt_chain(self) -> list[Provider]:
+        """Speech-to-text providers, in fallback order."""
+        return _chain(self.stt.provider) or [self.voice_provider]
+
+    @property
+    def tts_chain(self) -> list[Provider]:
+        """The server's text-to-speech providers, in fallback order (an agent's voice may name its own)."""
+        return _chain(self.tts.provider) or _chain(self.agent.voice.provider) or [self.voice_provider]
+
+    @property
     def stt_provider(self) -> Provider:
-        return self.stt.provider or self.voice_provider
+        return self.stt_chain[0]
 
     @property
     def tts_provider(self) -> Provider:
-        return self.tts.provider or self.agent.voice.provider or self.voice_provider
+        return self.tts_chain[0]
 
     @property
     def agent_configs(self) -> list[AgentConfig]:
@@ -219,6 +245,12 @@ class Settings(BaseSettings):
         found += [v for k, v in self.lancedb_storage_options.items()
                   if any(word in k.lower() for word in ("key", "secret", "token", "password")) and v]
         return found
+
+
+def _chain(value: Provider | list[Provider] | None) -> list[Provider]:
+    if value is None:
+        return []
+    return list(dict.fromkeys(value if isinstance(value, list) else [value]))
 
 
 class _FileSource(PydanticBaseSettingsSource):

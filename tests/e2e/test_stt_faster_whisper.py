@@ -9,8 +9,8 @@ import pytest
 import pytest_asyncio
 
 from voiceserver.audio import rms_dbfs
+from voiceserver.audio.format import AudioChunk
 from voiceserver.engines import ProviderError
-from voiceserver.events import AudioChunk
 from voiceserver.metrics import Metrics
 from voiceserver.stt.faster_whisper import FasterWhisperSTT
 from voiceserver.testing.loop import LoopTicker

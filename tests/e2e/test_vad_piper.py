@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from voiceserver.audio import Resampler, StreamConverter, convert_chunk
-from voiceserver.events import PCM16_16K, AudioChunk, AudioFormat
+from voiceserver.audio.format import PCM16_16K, AudioChunk, AudioFormat
 from voiceserver.vad import Segmenter, SegmenterConfig, SpeechEnd, SpeechPause, SpeechResume, SpeechStart
 
 FRAME = 640

@@ -12,7 +12,7 @@ from examples.booking import booking_workflow, receptionist
 from voiceserver.agent import Agent, create_tool
 from voiceserver.audio import rms_dbfs
 from voiceserver.client import VoiceClient
-from voiceserver.dialog import classify_yes_no
+from voiceserver.session.speech_text import classify_yes_no
 from voiceserver.stt.faster_whisper import FasterWhisperSTT
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 from voiceserver.testing.harness import voice_server

@@ -8,8 +8,8 @@ import asyncio
 import httpx
 import pytest
 
-from voiceserver.app import build_server, create_app
 from voiceserver.client import VoiceClient
+from voiceserver.server.composition import build_server, create_app
 from voiceserver.settings import Settings
 from voiceserver.testing.servers import serve_app
 

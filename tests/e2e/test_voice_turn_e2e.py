@@ -9,10 +9,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from voiceserver.app import build_server, create_app
 from voiceserver.audio import read_wav, rms_dbfs, write_wav
+from voiceserver.audio.format import AudioChunk
 from voiceserver.client import VoiceClient
-from voiceserver.events import AudioChunk
+from voiceserver.server.composition import build_server, create_app
 from voiceserver.settings import MemoryConfig, Settings
 from voiceserver.testing.servers import serve_app
 from voiceserver.testing.speech import speak

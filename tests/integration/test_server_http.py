@@ -4,7 +4,7 @@ import asyncio
 
 import httpx
 
-from voiceserver.app import build_server, create_app
+from voiceserver.server.composition import build_server, create_app
 from voiceserver.settings import Settings
 from voiceserver.testing.fake_voice import ScriptedSTT, ToneTTS
 from voiceserver.testing.servers import serve_app

@@ -7,8 +7,8 @@ import websockets
 from pydantic import SecretStr
 
 from voiceserver.agent import Agent
-from voiceserver.app import build_server, create_app
 from voiceserver.client import VoiceClient
+from voiceserver.server.composition import build_server, create_app
 from voiceserver.settings import AgentConfig, MemoryConfig, Settings
 from voiceserver.testing.fake_llm import ScriptedChatModel
 from voiceserver.testing.fake_openai import FakeOpenAI

@@ -10,8 +10,8 @@ import pytest
 
 from voiceserver.agent import Agent
 from voiceserver.audio import rms_dbfs
+from voiceserver.audio.format import AudioFormat
 from voiceserver.client import AudioFrame, VoiceClient
-from voiceserver.events import AudioFormat
 from voiceserver.settings import Settings, TurnConfig
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 from voiceserver.testing.fake_voice import ScriptedSTT, ToneTTS

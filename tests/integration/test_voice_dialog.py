@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from examples.booking import booking_workflow, receptionist
 from voiceserver.agent import Agent, create_tool
 from voiceserver.client import VoiceClient
-from voiceserver.dialog import approval_question, classify_yes_no, speakable_result, workflow_prompt
+from voiceserver.session.speech_text import approval_question, classify_yes_no, speakable_result, workflow_prompt
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 from voiceserver.testing.fake_voice import ScriptedSTT
 from voiceserver.testing.harness import voice_server

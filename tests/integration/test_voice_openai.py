@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from voiceserver.audio import decode_audio, read_wav, rms_dbfs
+from voiceserver.audio.format import AudioChunk
 from voiceserver.engines import ProviderError
-from voiceserver.events import AudioChunk
 from voiceserver.metrics import Metrics
 from voiceserver.stt.openai import OpenAISTT
 from voiceserver.testing.fake_openai import FakeOpenAI
@@ -191,8 +191,10 @@ class _Records(logging.Handler):
 
 async def test_composite_voice_over_openai_with_fallback_from_a_dead_server():
     records = _Records()
-    voice_logger = logging.getLogger("voiceserver.voice")
-    voice_logger.addHandler(records)
+    # The fallback chains are the FallbackSTT / FallbackTTS adapters: they log under the stage's component.
+    loggers = [logging.getLogger(name) for name in ("voiceserver.voice", "voiceserver.stt", "voiceserver.tts")]
+    for logger in loggers:
+        logger.addHandler(records)
     metrics = Metrics.null()
     async with FakeOpenAI(audio_routes(transcripts=["from the fallback"]), api_key=KEY) as fake:
         dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
@@ -207,7 +209,8 @@ async def test_composite_voice_over_openai_with_fallback_from_a_dead_server():
             text = await voice.listen(speech_chunk())
             wav = b"".join([d async for d in voice.speak("Hello from the fallback server.", filetype="wav")])
         finally:
-            voice_logger.removeHandler(records)
+            for logger in loggers:
+                logger.removeHandler(records)
         await voice.close()
     assert text == "from the fallback"
     decoded = decode_audio(wav)

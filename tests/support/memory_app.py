@@ -9,9 +9,9 @@ import os
 import re
 
 from voiceserver.agent import Agent
-from voiceserver.container import VoiceApp
 from voiceserver.memory import LanceDBStore, Memory
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
+from voiceserver.voice_app import VoiceApp
 
 
 def remembering_model(delay_s: float = 0.0) -> ScriptedChatModel:

@@ -17,7 +17,7 @@ from voiceserver.audio import (
     resample_pcm16,
     to_pcm16_16k,
 )
-from voiceserver.events import PCM16_16K, AudioChunk, AudioFormat
+from voiceserver.audio.format import PCM16_16K, AudioChunk, AudioFormat
 
 
 def tone(rate: int, seconds: float = 0.5, freq: float = 440.0) -> bytes:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from voiceserver.audio import mulaw_encode, read_wav, wav_bytes, wav_header, write_wav
-from voiceserver.events import AudioChunk
+from voiceserver.audio.format import AudioChunk
 
 RAMP = (np.arange(-16000, 16000, 7, dtype=np.int32)).astype("<i2")
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voiceserver.events import (
-    AudioChunk,
-    AudioFormat,
+from voiceserver.audio.format import AudioChunk, AudioFormat
+from voiceserver.gateway.native_codec import ProtocolError, decode_text, encode_event
+from voiceserver.session.events import (
     CancelResponse,
     EndSession,
     ErrorEvent,
@@ -28,7 +28,6 @@ from voiceserver.events import (
     Transcript,
     TurnMetrics,
 )
-from voiceserver.gateway.native_codec import ProtocolError, decode_text, encode_event
 
 
 def test_session_start_defaults():

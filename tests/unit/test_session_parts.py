@@ -4,9 +4,10 @@ import asyncio
 
 import pytest
 
-from voiceserver.events import AudioChunk, ErrorEvent, ResponseAudio, ResponseTextDelta, Transcript
-from voiceserver.outbox import Outbox, OutboxClosed
-from voiceserver.playback import PlaybackTracker
+from voiceserver.audio.format import AudioChunk
+from voiceserver.session.events import ErrorEvent, ResponseAudio, ResponseTextDelta, Transcript
+from voiceserver.session.outbox import Outbox, OutboxClosed
+from voiceserver.session.playback import PlaybackTracker
 
 
 async def test_outbox_flush_keeps_control_events_in_order():

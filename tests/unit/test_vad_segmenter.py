@@ -285,27 +285,3 @@ def test_event_invariants_on_random_timelines(script, chunks, commit_at_end):
             assert frame_indices(event.audio) == list(range(event.start_ms // 20, event.end_ms // 20))
             previous_end, open_start = event.end_ms, None
     assert (open_start is not None) == segmenter.in_speech
-
-
-def test_config_from_session_config():
-    from voiceserver.events import SessionConfig
-
-    session = SessionConfig(vad_aggressiveness=3, vad_silence_ms=700, vad_prefix_ms=200, vad_min_speech_ms=100)
-    config = SegmenterConfig.from_session_config(session, pause_ms=0)
-    assert (config.aggressiveness, config.silence_ms, config.prefix_ms, config.min_speech_ms, config.pause_ms) == (
-        3, 700, 200, 100, 0)
-    with pytest.raises(ValueError, match="aggressiveness"):
-        SegmenterConfig.from_session_config(SessionConfig(vad_aggressiveness=9))
-
-
-def test_energy_detector_and_script_validation():
-    from voiceserver.vad import EnergyDetector
-
-    detector = EnergyDetector(-40.0)
-    loud = np.full(320, 3000, dtype="<i2").tobytes()  # about -20.8 dBFS
-    quiet = np.full(320, 100, dtype="<i2").tobytes()  # about -50.3 dBFS
-    assert detector.is_speech(loud) and not detector.is_speech(quiet) and not detector.is_speech(bytes(640))
-    events = Segmenter(SegmenterConfig(), detector).feed(bytes(640 * 10) + loud * 20 + bytes(640 * 40))
-    assert kinds(events) == ["SpeechStart", "SpeechPause", "SpeechEnd"]
-    with pytest.raises(ValueError, match="script characters"):
-        ScriptedDetector("#x.")

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from voiceserver.audio import decode_audio, rms_dbfs, wav_bytes, wav_header
+from voiceserver.audio.format import AudioChunk
 from voiceserver.engines import NotConfiguredError, ProviderError
-from voiceserver.events import AudioChunk
 from voiceserver.metrics import Metrics
 from voiceserver.stt.base import SpeechToText, TranscriptResult
 from voiceserver.testing.fake_openai.audio import tone_pcm16
@@ -64,11 +64,14 @@ class Records(logging.Handler):
 
 @pytest.fixture
 def voice_log():
+    # The fallback chains are the FallbackSTT / FallbackTTS adapters: they log under their stage's component.
     records = Records()
-    logger = logging.getLogger("voiceserver.voice")
-    logger.addHandler(records)
+    loggers = [logging.getLogger(name) for name in ("voiceserver.voice", "voiceserver.stt", "voiceserver.tts")]
+    for logger in loggers:
+        logger.addHandler(records)
     yield records
-    logger.removeHandler(records)
+    for logger in loggers:
+        logger.removeHandler(records)
 
 
 def speech(seconds: float = 1.0, rate: int = 16000) -> AudioChunk:

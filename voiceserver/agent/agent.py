@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import re
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from ..engines import NotConfiguredError
 from ..ids import new_id, validate_id
@@ -95,6 +95,7 @@ class Agent:
         input_processors: list[Processor] | None = None,
         output_processors: list[Processor] | None = None,
         max_parallel_tools: int = 4,
+        voice_mode: Literal["agent", "network"] = "agent",
     ):
         if not name or not isinstance(name, str):
             raise ValueError("an agent needs a name")
@@ -112,6 +113,10 @@ class Agent:
         if not 1 <= max_parallel_tools <= 64:
             raise ValueError("max_parallel_tools must be between 1 and 64")
         self.max_parallel_tools = max_parallel_tools
+        if voice_mode not in ("agent", "network"):
+            raise ValueError("voice_mode must be 'agent' or 'network'")
+        # In voice sessions: answer each request as an agent run, or route it as an agent network (needs memory).
+        self.voice_mode: Literal["agent", "network"] = voice_mode
         self.tools: dict[str, Tool] = _tool_dict(tools)
         self.agents: dict[str, Agent] = dict(agents or {})
         self.workflows: dict[str, Any] = dict(workflows or {})

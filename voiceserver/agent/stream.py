@@ -47,7 +47,7 @@ class AgentStream(RunStream[AgentChunk, AgentResult]):
         self._runner = runner
         self._cancel_sent = False
         self._heard: str | None = None
-        self._heard_applied = False
+        self._heard_applied: str | None = None  # the heard text last applied after the run ended
         self.finishing = False  # set by the runner once the run is past the point where cancelling makes sense
 
     # --- consuming -------------------------------------------------------------------------------------------------
@@ -75,8 +75,10 @@ class AgentStream(RunStream[AgentChunk, AgentResult]):
             self._heard = heard_text
             self._request_abort()
         result = await self._join()
-        if heard_text and not self._heard_applied and self._heard != heard_text:
-            self._heard_applied = True
+        # A reply may be cut twice: at its length limit (memory keeps what will be spoken), then by a barge-in
+        # (memory keeps what was heard): each different heard text replaces the previous one.
+        if heard_text and self._heard != heard_text and self._heard_applied != heard_text:
+            self._heard_applied = heard_text
             try:
                 await self._runner.apply_heard_text(heard_text)
             except Exception:

@@ -110,17 +110,18 @@ class TurnMemory:
         """After the run ended: make memory hold exactly what the caller heard of the reply."""
         if self.records is None or self.memory is None or finish_reason in ("tripwire", "error", "suspended", None):
             return
-        if finish_reason != "aborted":
-            spoken = [r for r in self.state.records
-                      if r.get("saved") is True and r["role"] == "assistant" and r["type"] == "text"]
-            if spoken:
-                delete = getattr(self.memory, "delete_messages", None)
-                if delete is None:
-                    log.warning("memory cannot delete messages; the full reply stays remembered")
-                    return
-                await delete([r["id"] for r in spoken])
-                for r in spoken:
-                    r["saved"] = "deleted"
+        # Whatever assistant text is stored for this run (the full reply, or a heard text recorded when the run was
+        # aborted) is replaced by what the caller heard in the end.
+        spoken = [r for r in self.state.records
+                  if r.get("saved") is True and r["role"] == "assistant" and r["type"] == "text"]
+        if spoken:
+            delete = getattr(self.memory, "delete_messages", None)
+            if delete is None:
+                log.warning("memory cannot delete messages; the full reply stays remembered")
+                return
+            await delete([r["id"] for r in spoken])
+            for r in spoken:
+                r["saved"] = "deleted"
         await self._save_records([self._heard(heard_text)])
 
     def _heard(self, heard_text: str) -> dict[str, Any]:

@@ -4,6 +4,16 @@ compressed containers (PyAV, in memory). No asyncio, no sockets, no file access 
 
 from .containers import CONTENT_TYPES, FILETYPES, ContainerEncoder, check_filetype, decode_audio, encode_audio
 from .convert import StreamConverter, convert_chunk, to_pcm16_16k
+from .format import (
+    ENCODINGS,
+    MULAW_RATES,
+    PCM16_16K,
+    PCM16_RATES,
+    AudioChunk,
+    AudioFormat,
+    Encoding,
+    validate_format,
+)
 from .framing import Framer
 from .mulaw import mulaw_decode, mulaw_encode
 from .pcm import SILENCE_DBFS, float32_to_pcm16, pcm16_samples, pcm16_to_float32, rms_dbfs
@@ -11,6 +21,14 @@ from .resample import Resampler, resample_pcm16
 from .wav import read_wav, wav_bytes, wav_header, write_wav
 
 __all__ = [
+    "ENCODINGS",
+    "MULAW_RATES",
+    "PCM16_16K",
+    "PCM16_RATES",
+    "AudioChunk",
+    "AudioFormat",
+    "Encoding",
+    "validate_format",
     "CONTENT_TYPES",
     "FILETYPES",
     "SILENCE_DBFS",

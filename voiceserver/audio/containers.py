@@ -24,7 +24,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from ..events import AudioChunk
+from .format import AudioChunk
 from .resample import Resampler
 from .wav import wav_bytes, wav_header
 

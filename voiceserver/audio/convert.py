@@ -6,7 +6,7 @@ VAD/STT, TTS audio -> the caller's output format). :func:`convert_chunk` and :fu
 
 from __future__ import annotations
 
-from ..events import PCM16_16K, AudioChunk, AudioFormat
+from .format import PCM16_16K, AudioChunk, AudioFormat
 from .mulaw import mulaw_decode, mulaw_encode
 from .resample import Resampler
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..events import AudioChunk
+from .format import AudioChunk
 from .mulaw import MULAW_DECODE_TABLE
 from .pcm import float32_to_pcm16
 

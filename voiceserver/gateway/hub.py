@@ -8,6 +8,7 @@ import contextlib
 from ..logs import get_logger
 from ..server.auth import key_matches
 from ..session import Session, SessionDeps
+from ..session.events import SessionConfig
 
 log = get_logger("GATEWAY")
 
@@ -26,13 +27,20 @@ class SessionHub:
         """True when no keys are configured, or ``presented`` matches one (constant-time)."""
         return not self.api_keys or key_matches(presented, self.api_keys)
 
-    def open(self, gateway: str) -> Session | None:
-        """A new session, or None when the server is full or shutting down."""
+    def open(self, gateway: str, *, defaults: SessionConfig | None = None) -> Session | None:
+        """A new session, or None when the server is full or shutting down (see :meth:`refusal`). Every gateway
+        opens its sessions here, so they all count against the one ``max_sessions`` limit."""
         if self.shutting_down or len(self.sessions) >= self.max_sessions:
             return None
-        session = Session(self.deps, gateway=gateway)
+        session = Session(self.deps, gateway=gateway, defaults=defaults)
         self.sessions[session.id] = session
         return session
+
+    def refusal(self) -> tuple[int, str, str]:
+        """Why :meth:`open` refused: (WebSocket close code, error code, message)."""
+        if self.shutting_down:
+            return 1001, "server_shutdown", "server shutting down"
+        return 1013, "server_full", "server full, try again later"
 
     def release(self, session: Session) -> None:
         self.sessions.pop(session.id, None)

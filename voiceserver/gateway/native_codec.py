@@ -1,25 +1,28 @@
 """The native WebSocket protocol (``/v1/voice``), sans-I/O: wire messages <-> session events.
 
-:func:`decode_text` turns a client text frame into an inbound event or a :class:`ProtocolError` (code + message);
-:func:`encode_event` turns an outbound event into a text frame (JSON) or a binary frame (reply audio). Nothing here
-touches a socket; docs/protocol.md documents every message.
+:func:`decode_text` turns a client text frame into an inbound event (an :class:`InvalidInput` with a code and a
+message when it cannot be used); :func:`decode_binary` turns a binary frame into audio; :func:`initial_config`
+reads the ids a client may put in the URL; :func:`encode_event` turns an outbound event into a text frame (JSON) or
+a binary frame (reply audio). Nothing here touches a socket; docs/protocol.md documents every message.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from ..events import (
-    PCM16_16K,
-    AudioFormat,
+from ..audio.format import PCM16_16K, AudioFormat, validate_format
+from ..ids import InvalidIdError, validate_id
+from ..session.events import (
     CancelResponse,
     EndSession,
     ErrorEvent,
     Event,
+    InputAudio,
     InputCommit,
     InputText,
+    InvalidInput,
     Ping,
     Pong,
     ResponseAudio,
@@ -40,21 +43,36 @@ from ..events import (
     Transcript,
     TurnMetrics,
     WorkflowEvent,
-    validate_format,
 )
-from ..ids import InvalidIdError, validate_id
 
 VAD_LIMITS = {"aggressiveness": (0, 3), "silence_ms": (100, 5000), "prefix_ms": (0, 2000), "min_speech_ms": (20, 5000)}
 CLIENT_TYPES = ("session.start", "input.text", "input.commit", "response.cancel", "response.played", "session.end",
                 "tool.approve", "tool.decline", "ping")
 
 
-@dataclass(slots=True)
-class ProtocolError:
-    """A client message that cannot be used; sent back as an error event, the session carries on."""
+ProtocolError = InvalidInput  # what the codec returns for a message it cannot use
 
-    code: str
-    message: str
+
+def decode_binary(data: bytes, arrived_at: float | None = None) -> InputAudio:
+    """A binary frame: caller audio in the session's input format."""
+    return InputAudio(data, arrived_at)
+
+
+def initial_config(query: Mapping[str, str]) -> SessionConfig | InvalidInput:
+    """The session defaults a client put in the URL (``?resource=&thread=``)."""
+    config = SessionConfig()
+    try:
+        for key in ("resource", "thread"):
+            if query.get(key):
+                setattr(config, key, validate_id(query[key], key))
+    except InvalidIdError as exc:
+        return InvalidInput("invalid_id", str(exc))
+    return config
+
+
+def frame_too_large(size: int, limit: int) -> str:
+    """The error sent before closing with 1009."""
+    return encode_event(ErrorEvent("frame_too_large", f"frame of {size} bytes; the limit is {limit}"))  # type: ignore
 
 
 def decode_text(text: str, *, max_text_chars: int = 4000) -> Any:

@@ -10,7 +10,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 if TYPE_CHECKING:
-    from ..app import VoiceServer
+    from .composition import VoiceServer
 
 
 def static_dir() -> Path:

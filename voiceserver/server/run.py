@@ -70,7 +70,7 @@ def serve_app_forever(app: Any, *, host: str, port: int, voice: Any = None,
 
 
 def _serve(settings: Settings, sockets: list[socket.socket] | None = None) -> int:
-    from ..app import StartupError, build_server, check_startup, create_app
+    from .composition import StartupError, build_server, check_startup, create_app
 
     try:
         voice = build_server(settings)
@@ -85,7 +85,7 @@ def _serve(settings: Settings, sockets: list[socket.socket] | None = None) -> in
 
 def run_server(settings: Settings) -> int:
     """Run until stopped. Returns the process exit code (1 with a one-line message when start-up is impossible)."""
-    from ..app import StartupError, check_startup
+    from .composition import StartupError, check_startup
 
     configure_logging(settings.log_level, settings.log_format, settings.log_file, secrets=settings.secrets())
     try:

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..audio import to_pcm16_16k
+from ..audio.format import AudioChunk
 from ..engines import call_with_policy
-from ..events import AudioChunk
 from ..metrics import Metrics
 
 
@@ -61,8 +61,16 @@ class SpeechToText:
         result.text = result.text.strip()
         return result
 
+    def busy(self) -> bool:
+        """True while the engine is transcribing or has calls waiting (a guess made early should then not queue
+        in front of a real transcription). Engines without a bounded gate are never busy."""
+        return False
+
     async def load(self) -> None:
         """Load weights or open clients before the first call (optional)."""
+
+    async def warmup(self) -> None:
+        """Run one tiny call after loading, so the first caller does not pay for lazy initialisation (optional)."""
 
     async def close(self) -> None:
         """Release resources (optional)."""

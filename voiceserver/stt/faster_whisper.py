@@ -121,6 +121,9 @@ class FasterWhisperSTT(SpeechToText):
             await self.load()
         return await self.gate.run(self._run_model, audio, language)
 
+    def busy(self) -> bool:
+        return self.gate.busy > 0 or self.gate.waiting > 0
+
     async def close(self) -> None:
         """Drop the model (CTranslate2 frees its memory when the object goes)."""
         self._model = None

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..audio import wav_bytes
+from ..audio.format import AudioChunk
 from ..engines import ProviderError
-from ..events import AudioChunk
 from ..metrics import Metrics
 from ..openai_client import OPENAI_BASE_URL as OPENAI_BASE_URL  # re-exported: this provider's default endpoint
 from ..openai_client import openai_client

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
-from ..events import AudioChunk
+from ..audio.format import AudioChunk
 from ..stt.base import SpeechToText, SttCapabilities, TranscriptResult
 from ..tts.base import TextToSpeech, TtsCapabilities
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..app import VoiceServer, build_server, create_app
+from ..server.composition import VoiceServer, build_server, create_app
 from ..settings import Settings
 from .fake_llm import ScriptedChatModel
 from .fake_voice import ScriptedSTT, ToneTTS
@@ -38,7 +38,7 @@ class RunningVoiceServer:
 @contextlib.asynccontextmanager
 async def voice_server(*, agent: Any = None, agents: dict[str, Any] | None = None, stt: Any = None, tts: Any = None,
                        settings: Settings | None = None, **build_kwargs: Any) -> AsyncIterator[RunningVoiceServer]:
-    """A real uvicorn server around :func:`voiceserver.app.build_server` with the given parts."""
+    """A real uvicorn server around :func:`voiceserver.server.composition.build_server` with the given parts."""
     from ..agent import Agent
 
     if agents is None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from ..audio.format import AudioChunk
 from ..engines import ProviderError, stream_with_policy
-from ..events import AudioChunk
 from ..logs import get_logger
 from ..metrics import Metrics
 
@@ -65,6 +65,9 @@ class TextToSpeech:
 
     async def load(self) -> None:
         """Load weights or open clients before the first call (optional)."""
+
+    async def warmup(self) -> None:
+        """Run one tiny call after loading, so the first caller does not pay for lazy initialisation (optional)."""
 
     async def close(self) -> None:
         """Release resources (optional)."""

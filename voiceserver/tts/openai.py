@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..audio.format import AudioChunk
 from ..engines import ProviderError
-from ..events import AudioChunk
 from ..metrics import Metrics
 from ..openai_client import OPENAI_BASE_URL as OPENAI_BASE_URL  # re-exported: this provider's default endpoint
 from ..openai_client import openai_client

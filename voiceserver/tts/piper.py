@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ..audio.format import AudioChunk
 from ..engines import EngineGate, ProviderError, iterate_in_thread
-from ..events import AudioChunk
 from ..logs import get_logger
 from ..metrics import Metrics
 from .base import TextToSpeech, TtsCapabilities

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..audio.framing import Framer
-from ..events import SessionConfig
 from .detectors import VoiceDetector
 from .webrtc import WebRtcDetector, validate_vad_params
 
@@ -121,18 +120,6 @@ class SegmenterConfig:
     @property
     def frame_bytes(self) -> int:
         return self.sample_rate * self.frame_ms // 1000 * 2
-
-    @classmethod
-    def from_session_config(cls, session: SessionConfig, **overrides: int) -> SegmenterConfig:
-        """The segmenter settings a client chose at session start (``vad_*`` fields), plus any overrides."""
-        values = {
-            "aggressiveness": session.vad_aggressiveness,
-            "silence_ms": session.vad_silence_ms,
-            "prefix_ms": session.vad_prefix_ms,
-            "min_speech_ms": session.vad_min_speech_ms,
-        }
-        values.update(overrides)
-        return cls(**values)
 
 
 class Segmenter:

@@ -5,9 +5,11 @@
     async for data in voice.speak("Hello there.", filetype="mp3"):
         ...
 
-``input`` and ``output`` take one provider or a list tried in order (fallback): when a provider raises or times out
-(for speaking: before it produced any audio of the phrase), the next one is used, the switch is logged (component
-VOICE) and counted (``voiceserver_provider_fallbacks_total{operation="stt"|"tts"}``). ``realtime`` stores a realtime
+``input`` and ``output`` take one provider or a list tried in order (fallback, through the FallbackSTT / FallbackTTS
+adapters): when a provider raises or times out (for speaking: before it produced any audio of the phrase), the next
+one is used, the switch is logged and counted (``voiceserver_provider_fallbacks_total{operation="stt"|"tts"}``).
+``speaker`` and ``speed`` are the defaults for speaking (a voice session speaks with them too).
+``realtime`` stores a realtime
 speech-to-speech provider; no such provider ships yet, so it is only used as a delegate: when ``input`` (or
 ``output``) is not given and the realtime object has ``listen`` (or ``speak`` / ``get_speakers``), the call goes to it.
 """
@@ -22,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from ..audio import ContainerEncoder, Resampler, check_filetype, decode_audio, read_wav
-from ..engines import NotConfiguredError, ProviderError, map_exception
-from ..events import AudioChunk
+from ..audio.format import AudioChunk
+from ..engines import NotConfiguredError, ProviderError
 from ..logs import get_logger
 from ..metrics import Metrics
 from ..stt.base import SpeechToText, TranscriptResult
+from ..stt.fallback import FallbackSTT
 from ..tts.base import TextToSpeech
+from ..tts.fallback import FallbackTTS
 from ..tts.phrases import PhraseChunker
 
 log = get_logger("VOICE")
@@ -58,7 +62,8 @@ class CompositeVoice:
 
     def __init__(self, input: SpeechToText | Sequence[SpeechToText] | None = None,  # Mastra's parameter name
                  output: TextToSpeech | Sequence[TextToSpeech] | None = None, realtime: Any = None, *,
-                 metrics: Metrics | None = None, first_audio_timeout_s: float | None = None):
+                 metrics: Metrics | None = None, first_audio_timeout_s: float | None = None,
+                 speaker: str | None = None, speed: float | None = None):
         self.inputs: list[SpeechToText] = _as_list(input)
         self.outputs: list[TextToSpeech] = _as_list(output)
         for stt in self.inputs:
@@ -70,6 +75,25 @@ class CompositeVoice:
         self.realtime = realtime
         self.metrics = metrics or Metrics.null()
         self.first_audio_timeout_s = first_audio_timeout_s
+        if speed is not None and not 0.25 <= speed <= 4.0:
+            raise ValueError(f"speed must be between 0.25 and 4.0, got {speed}")
+        self.speaker = speaker
+        self.speed = speed
+        self._listener: SpeechToText | None = (
+            None if not self.inputs else self.inputs[0] if len(self.inputs) == 1
+            else FallbackSTT(self.inputs, metrics=self.metrics))
+        self._talker: TextToSpeech | None = (
+            None if not self.outputs
+            else self.outputs[0] if len(self.outputs) == 1 and first_audio_timeout_s is None
+            else FallbackTTS(self.outputs, first_audio_timeout_s=first_audio_timeout_s, metrics=self.metrics))
+
+    def listener(self) -> SpeechToText | None:
+        """The input providers as one speech-to-text engine (a fallback chain when there are several)."""
+        return self._listener
+
+    def talker(self) -> TextToSpeech | None:
+        """The output providers as one text-to-speech engine (a fallback chain when there are several)."""
+        return self._talker
 
     # --- properties -------------------------------------------------------------------------------------------------
 
@@ -96,17 +120,8 @@ class CompositeVoice:
                 return TranscriptResult(text=await self.realtime.listen(audio))
             raise NotConfiguredError(NO_STT)
         chunk = await _load_audio(audio)
-        last: ProviderError | None = None
-        for index, stt in enumerate(self.inputs):
-            try:
-                return await stt.transcribe(chunk, language)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped, then the next provider is tried
-                last = map_exception(exc, stt.provider, "stt")
-                self._fallback("stt", index, self.inputs, last)
-        assert last is not None
-        raise last
+        assert self._listener is not None
+        return await self._listener.transcribe(chunk, language)
 
     # --- speaking ---------------------------------------------------------------------------------------------------
 
@@ -129,7 +144,7 @@ class CompositeVoice:
                 return self.realtime.speak(text, speaker=speaker, speed=speed, filetype=filetype)
             raise NotConfiguredError(NO_TTS)
         self._check_speaker(speaker)
-        return self._speak(text, speaker, speed, filetype)
+        return self._speak(text, speaker or self.speaker, speed or self.speed, filetype)
 
     async def _speak(self, text: str, speaker: str | None, speed: float | None, filetype: str
                      ) -> AsyncIterator[bytes]:
@@ -163,38 +178,14 @@ class CompositeVoice:
         The text is cut into phrases (markdown removed, the first phrase short); a provider that fails before any
         audio of a phrase is replaced by the next one for that phrase and the rest of the text.
         """
-        if not self.outputs:
+        if self._talker is None:
             raise NotConfiguredError(NO_TTS)
         chunker = PhraseChunker()
-        phrases = chunker.feed(text) + chunker.flush()
-        current = 0
-        for phrase in phrases:
-            while True:
-                tts = self.outputs[current]
-                produced = False
-                try:
-                    stream = tts.synthesize(phrase, self._voice_for(tts, speaker), speed)
-                    async with contextlib.aclosing(stream):
-                        while True:
-                            try:
-                                if produced or self.first_audio_timeout_s is None:
-                                    chunk = await anext(stream)
-                                else:
-                                    async with asyncio.timeout(self.first_audio_timeout_s):
-                                        chunk = await anext(stream)
-                            except StopAsyncIteration:
-                                break
-                            produced = True
-                            yield chunk
-                    break
-                except (asyncio.CancelledError, GeneratorExit):
-                    raise
-                except Exception as exc:  # mapped, then maybe the next provider
-                    error = map_exception(exc, tts.provider, "tts")
-                    if produced:
-                        raise error from exc  # audio already went out: switching voices mid-phrase is worse
-                    self._fallback("tts", current, self.outputs, error)
-                    current += 1
+        for phrase in chunker.feed(text) + chunker.flush():
+            stream = self._talker.synthesize(phrase, speaker or self.speaker, speed or self.speed)
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    yield chunk
 
     async def get_speakers(self) -> list[dict[str, Any]]:
         """The voices of every output provider: [{"voice_id", "name", "provider"}], primary provider first."""
@@ -221,16 +212,6 @@ class CompositeVoice:
 
     # --- internals --------------------------------------------------------------------------------------------------
 
-    def _fallback(self, operation: str, index: int, providers: Sequence[Any], error: ProviderError) -> None:
-        """Log and count a switch to the next provider, or re-raise when there is none."""
-        if index + 1 >= len(providers):
-            raise error
-        nxt = providers[index + 1].provider
-        log.warning(f"{operation} provider {providers[index].provider} failed ({error.code}); falling back to {nxt}",
-                    fields={"operation": operation, "from": providers[index].provider, "to": nxt,
-                            "code": error.code})
-        self.metrics.provider_fallbacks.labels(operation).inc()
-
     def _check_speaker(self, speaker: str | None) -> None:
         if speaker is None:
             return
@@ -239,14 +220,6 @@ class CompositeVoice:
             available = sorted({v for voices in known for v in voices})
             raise ProviderError("tts_invalid_voice", f"no output provider has the voice {speaker!r}; "
                                 f"available: {', '.join(available)}")
-
-    @staticmethod
-    def _voice_for(tts: TextToSpeech, speaker: str | None) -> str | None:
-        """The speaker for this provider: as asked if it has that voice (or lists none), else its default voice."""
-        if speaker is None:
-            return None
-        voices = tts.capabilities.voices
-        return speaker if not voices or speaker in voices else None
 
 
 async def _load_audio(audio: AudioInput) -> AudioChunk:

@@ -18,27 +18,21 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, WebSocketRoute
 
-from .container import VoiceApp
-from .engines import ProviderError
-from .gateway.hub import SessionHub
-from .gateway.native_ws import native_voice_endpoint
-from .logs import get_logger
-from .metrics import Metrics
-from .model_files import require_models
-from .server.auth import ApiKeyMiddleware
-from .server.routes import core_routes
-from .session import SessionDeps
-from .settings import MemoryConfig, Settings
+from ..engines import ProviderError
+from ..gateway.hub import SessionHub
+from ..gateway.native_ws import native_voice_endpoint
+from ..logs import get_logger
+from ..metrics import Metrics
+from ..model_files import require_models
+from ..session import SessionDeps
+from ..session.agent_adapter import adapt_agents
+from ..settings import MemoryConfig, Settings
+from ..voice_app import VoiceApp
+from .auth import ApiKeyMiddleware
+from .routes import core_routes
+from .voice_engines import SpeechEngines, VoiceConfigError
 
 log = get_logger("SERVER")
-
-# VOICE_QUALITY: what each level changes (documented in README).
-QUALITY = {
-    "low": {"beam_size": 1, "openai_stt": "whisper-1", "openai_tts": "tts-1"},
-    "medium": {"beam_size": 1, "openai_stt": "whisper-1", "openai_tts": "tts-1"},
-    "high": {"beam_size": 5, "openai_stt": "gpt-4o-transcribe", "openai_tts": "gpt-4o-mini-tts"},
-}
-
 
 class StartupError(Exception):
     """A problem that stops start-up; the message is one readable line."""
@@ -156,39 +150,9 @@ def check_startup(settings: Settings, agents: dict[str, Any] | None = None) -> N
             raise StartupError(f"memory directory {path} is not writable ({exc.strerror}); set LANCEDB_URI") from None
 
 
-def _build_stt(settings: Settings, metrics: Metrics) -> Any:
-    quality = QUALITY[settings.voice_quality]
-    cfg = settings.stt
-    if settings.stt_provider == "openai":
-        from .stt.openai import OpenAISTT
-
-        return OpenAISTT(model=cfg.model or quality["openai_stt"], api_key=_secret(settings.openai_api_key),
-                         base_url=settings.openai_base_url, language=cfg.language, timeout_s=cfg.timeout_s,
-                         retries=cfg.retries, metrics=metrics)
-    from .stt.faster_whisper import FasterWhisperSTT
-
-    return FasterWhisperSTT(Path(settings.models_dir) / "whisper-base", threads=cfg.threads, workers=cfg.workers,
-                            beam_size=max(cfg.beam_size, quality["beam_size"]), language=cfg.language,
-                            timeout_s=cfg.timeout_s, retries=cfg.retries, metrics=metrics)
-
-
-def _build_tts(settings: Settings, metrics: Metrics) -> Any:
-    quality = QUALITY[settings.voice_quality]
-    cfg = settings.tts
-    voice = cfg.voice or settings.agent.voice.voice
-    speed = settings.agent.voice.speed
-    if settings.tts_provider == "openai":
-        from .tts.openai import OpenAITTS
-
-        return OpenAITTS(model=cfg.model if cfg.model != "tts-1" else quality["openai_tts"], voice=voice or "alloy",
-                         api_key=_secret(settings.openai_api_key), base_url=settings.openai_base_url, speed=speed,
-                         timeout_s=cfg.timeout_s, retries=cfg.retries, metrics=metrics)
-    from .tts.piper import PiperTTS
-
-    if voice and voice != "en_US-joe-medium":
-        raise StartupError(f"unknown local voice {voice!r}; the embedded voice is en_US-joe-medium")
-    return PiperTTS(Path(settings.models_dir) / "piper" / "en_US-joe-medium.onnx", speed=speed,
-                    concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s, retries=cfg.retries, metrics=metrics)
+def _members(engine: Any) -> list[Any]:
+    """The engines inside a fallback chain, or the engine itself."""
+    return list(getattr(engine, "engines", None) or [engine])
 
 
 def _secret(value: Any) -> str | None:
@@ -199,7 +163,7 @@ def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any
     """One Memory per (store, options), shared by the agents that use it; one LanceDBStore per URI."""
     if config.type != "lancedb":
         return None
-    from .memory import LanceDBStore, Memory
+    from ..memory import LanceDBStore, Memory
 
     uri = (config.url or settings.lancedb_uri).removeprefix("file:").removeprefix("//")
     extract = config.working_memory_extract if config.working_memory_extract is not None else local_model
@@ -244,31 +208,45 @@ def build_server(
         memory = memory or app.memory
     server = VoiceServer(settings=settings, metrics=metrics, stt=None, tts=None, agents={}, default_agent="",
                          workflows=dict(workflows or {}), extra_routes=list(extra_routes or []))
-    server.stt = stt or _build_stt(settings, metrics)
-    server.tts = tts or _build_tts(settings, metrics)
+    speech = SpeechEngines(settings, metrics)
+    try:
+        server.stt = stt or speech.stt()
+        server.tts = tts or speech.tts()
+    except VoiceConfigError as exc:
+        raise StartupError(str(exc)) from None
     server.slots.append(EngineSlot("stt", _warm(server.stt)))
     server.slots.append(EngineSlot("tts", _warm(server.tts)))
     server._closers += [server.stt.close, server.tts.close]
     warm_agents = agents is None or app is not None  # agents handed in directly are the caller's to prepare
     if agents is None:
-        from .agent.config import build_agents
-        from .llm.registry import ModelContext, ModelRegistry
-        from .voice import CompositeVoice
+        from ..agent.config import build_agents
+        from ..llm.registry import ModelContext, ModelRegistry
 
         registry = ModelRegistry(ModelContext.from_settings(settings, metrics))
         server.model_registry = registry
         server._closers.append(registry.close)
         cache: dict[str, Any] = {}
-        voice = CompositeVoice(input=server.stt, output=server.tts)
+
+        def voice_for(config: Any) -> Any:
+            try:
+                return speech.voice_for(config, server.stt, server.tts)
+            except VoiceConfigError as exc:
+                raise StartupError(str(exc)) from None
+
         local_model = any(str(m).startswith("local/") for c in settings.agent_configs
                           for m in (c.model if isinstance(c.model, list) else [c.model]))
         agents = build_agents(settings.agent_configs, model_registry=registry,
                               memory_factory=lambda cfg: memory or _build_memory(settings, cfg, cache, local_model),
-                              voice_factory=lambda cfg: voice)
+                              voice_factory=voice_for)
         default_agent = settings.agent.name
         for config in settings.agent_configs:
             if config.network and config.name in agents:
                 agents[config.name].voice_mode = "network"
+        covered = {id(e) for e in (*_members(server.stt), *_members(server.tts))}
+        for engine in speech.engines():  # engines only an agent's own voice uses are loaded and closed too
+            if id(engine) not in covered:
+                server.slots.append(EngineSlot(f"voice:{engine.provider}", _warm(engine)))
+                server._closers.append(engine.close)
     if warm_agents:  # load the models, open the memories (tables, embedder) before the first caller
         for name, agent in agents.items():
             server.slots.append(EngineSlot(f"agent:{name}", _warm_agent(agent)))
@@ -283,8 +261,8 @@ def build_server(
             server.workflows.setdefault(getattr(workflow, "id", key), workflow)
     server.memory = memory or next((getattr(a, "memory", None) for a in agents.values()
                                     if getattr(a, "memory", None) is not None), None)
-    deps = SessionDeps(stt=server.stt, tts=server.tts, agents=server.agents, default_agent=server.default_agent,
-                       metrics=metrics, limits=settings.limits, turn=settings.turn)
+    deps = SessionDeps(stt=server.stt, tts=server.tts, agents=adapt_agents(server.agents),
+                       default_agent=server.default_agent, metrics=metrics, limits=settings.limits, turn=settings.turn)
     server.hub = SessionHub(deps, max_sessions=settings.limits.max_sessions,
                             api_keys=[k.get_secret_value() for k in settings.api_keys])
     return server
@@ -294,7 +272,7 @@ def _load_app(path: str) -> VoiceApp:
     import os
     import sys
 
-    from .agent.config import load_object
+    from ..agent.config import load_object
 
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like uvicorn's --app-dir ".": `--app myapp:app` finds ./myapp.py
@@ -315,9 +293,7 @@ def _load_app(path: str) -> VoiceApp:
 def _warm(engine: Any) -> Callable[[], Any]:
     async def load() -> None:
         await engine.load()
-        warmup = getattr(engine, "warmup", None)
-        if warmup is not None:
-            await warmup()
+        await engine.warmup()
     return load
 
 
@@ -344,13 +320,13 @@ def create_app(server: VoiceServer) -> Starlette:
     routes: list[BaseRoute] = [*core_routes(), WebSocketRoute("/v1/voice", native_voice_endpoint)]
     if server.memory is not None:
         try:
-            from .server.memory_routes import memory_routes
+            from .memory_routes import memory_routes
         except ImportError:  # pragma: no cover - memory REST ships with the memory package
             pass
         else:
             routes += memory_routes(server.memory)
     if server.workflows:
-        from .server.workflow_routes import workflow_routes
+        from .workflow_routes import workflow_routes
 
         routes += workflow_routes(server.workflows.get)
     routes += server.extra_routes

@@ -9,67 +9,9 @@ format; the session core never sees a wire format.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-Encoding = Literal["pcm16", "mulaw"]
-ENCODINGS: tuple[str, ...] = ("pcm16", "mulaw")
-PCM16_RATES: tuple[int, ...] = (8000, 16000, 24000, 48000)
-MULAW_RATES: tuple[int, ...] = (8000,)
-
-
-@dataclass(frozen=True, slots=True)
-class AudioFormat:
-    """Encoding and sample rate of a mono stream."""
-
-    encoding: Encoding = "pcm16"
-    sample_rate: int = 16000
-    channels: int = 1
-
-    @property
-    def bytes_per_sample(self) -> int:
-        return 2 if self.encoding == "pcm16" else 1
-
-    def bytes_for_ms(self, ms: float) -> int:
-        return int(self.sample_rate * ms / 1000) * self.bytes_per_sample * self.channels
-
-    def ms_for_bytes(self, n: int) -> float:
-        return n / (self.bytes_per_sample * self.channels) * 1000 / self.sample_rate
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"encoding": self.encoding, "sample_rate": self.sample_rate}
-
-
-def validate_format(encoding: str, sample_rate: int) -> AudioFormat:
-    """Return an AudioFormat or raise ValueError naming what is allowed."""
-    if encoding not in ENCODINGS:
-        raise ValueError(f"unknown encoding {encoding!r}; allowed: {', '.join(ENCODINGS)}")
-    rates = PCM16_RATES if encoding == "pcm16" else MULAW_RATES
-    if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate not in rates:
-        allowed = ", ".join(map(str, rates))
-        raise ValueError(f"unsupported sample_rate {sample_rate!r} for {encoding}; allowed: {allowed}")
-    return AudioFormat(encoding, sample_rate)  # type: ignore[arg-type]
-
-
-PCM16_16K = AudioFormat("pcm16", 16000)
-
-
-@dataclass(frozen=True, slots=True)
-class AudioChunk:
-    """A piece of mono audio and its format (wyoming's AudioChunk shape)."""
-
-    audio: bytes
-    sample_rate: int = 16000
-    encoding: Encoding = "pcm16"
-    channels: int = 1
-
-    @property
-    def format(self) -> AudioFormat:
-        return AudioFormat(self.encoding, self.sample_rate, self.channels)
-
-    @property
-    def duration_ms(self) -> float:
-        return self.format.ms_for_bytes(len(self.audio))
-
+from ..audio.format import PCM16_16K, AudioChunk, AudioFormat
 
 # --- server -> client ----------------------------------------------------------------------------------------------
 
@@ -217,57 +159,88 @@ class SessionConfig:
     vad_silence_ms: int = 500
     vad_prefix_ms: int = 300
     vad_min_speech_ms: int = 200
+    keypad: bool = False  # the caller has a phone keypad (telephony gateways): questions mention the keys
+
+
+@dataclass(slots=True)
+class StartSession:
+    """Start the session with the client's choices (a session that gets another event first starts with defaults)."""
+
+    config: SessionConfig
 
 
 @dataclass(slots=True)
 class InputAudio:
-    chunk: AudioChunk
+    """Caller audio in the session's input format (any length); ``arrived_at`` is the gateway's receive time on the
+    session clock (used for the VAD lag metric and voice-to-voice)."""
+
+    audio: bytes
+    arrived_at: float | None = None
 
 
 @dataclass(slots=True)
 class InputText:
+    """A typed user turn; it interrupts a reply in progress."""
+
     text: str
 
 
 @dataclass(slots=True)
 class InputCommit:
-    pass
+    """End the current utterance now (push-to-talk release)."""
+
+
+@dataclass(slots=True)
+class InputDtmf:
+    """A key the caller pressed on a phone keypad (``0-9``, ``*``, ``#``, ``A-D``)."""
+
+    digit: str
 
 
 @dataclass(slots=True)
 class CancelResponse:
-    pass
+    """Stop the current reply (same effect as a barge-in)."""
 
 
 @dataclass(slots=True)
 class ResponsePlayed:
+    """How much of a reply's audio the client really played (keeps only heard text on an interruption)."""
+
     turn_id: str
     played_ms: int
 
 
 @dataclass(slots=True)
 class ToolDecision:
+    """The client's answer to a ``tool.approval`` request."""
+
     tool_call_id: str
     approve: bool
     reason: str | None = None
 
 
 @dataclass(slots=True)
-class EndSession:
-    pass
-
-
-@dataclass(slots=True)
 class Ping:
+    """Answered by :class:`Pong` once every earlier event of the session was handled."""
+
     id: str | None = None
 
 
 @dataclass(slots=True)
-class StartSession:
-    config: SessionConfig
+class EndSession:
+    """The client ends the session."""
+
+
+@dataclass(slots=True)
+class InvalidInput:
+    """A wire message the gateway's codec could not use: reported to the client as an error (code + message); the
+    session carries on."""
+
+    code: str
+    message: str
 
 
 InboundEvent = (
-    InputAudio | InputText | InputCommit | CancelResponse | ResponsePlayed | ToolDecision | EndSession
-    | StartSession | Ping
+    StartSession | InputAudio | InputText | InputCommit | InputDtmf | CancelResponse | ResponsePlayed | ToolDecision
+    | Ping | EndSession | InvalidInput
 )

@@ -1,0 +1,319 @@
+"""One caller's conversation: audio in -> VAD -> STT -> agent -> phrases -> TTS -> audio out, with barge-in.
+
+The session knows no wire format. A gateway decodes its wire messages into inbound events and calls
+:meth:`Session.handle` with each one (the one entry), and drains :attr:`Session.outbox` (the one exit). Per session
+there is at most one turn task (transcription, the answer, speaking), plus a transcription started at a short
+pause that is kept when the caller stays silent. Barge-in is one rule: speech confirmed (or a cancel, or new input)
+while a turn runs cancels the turn task and its children, drops queued reply text and audio (flushable events),
+tells the client, and keeps in the conversation only the text the caller heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Coroutine
+from typing import Any
+
+from ..ids import new_id
+from ..logs import get_logger, log_context
+from ..vad.segmenter import SpeechEnd, SpeechPause, SpeechResume, SpeechStart
+from .context import SessionContext, SessionDeps
+from .dialog import SpokenDialog
+from .events import (
+    CancelResponse,
+    EndSession,
+    InputAudio,
+    InputCommit,
+    InputDtmf,
+    InputText,
+    InvalidInput,
+    Ping,
+    Pong,
+    ResponseCancelled,
+    ResponseDone,
+    ResponsePlayed,
+    SessionClosed,
+    SessionConfig,
+    SessionStarted,
+    SpeechStarted,
+    SpeechStopped,
+    StartSession,
+    ToolDecision,
+)
+from .listening import Listener, Speculation
+from .reply import Responder
+from .speech_text import KEYPAD
+from .turn import Turn, TurnRunner
+from .turn_log import log_turn
+
+log = get_logger("SESSION")
+
+
+class Session:
+    """A voice conversation with one caller: ``await handle(event)`` for each inbound event, drain ``outbox``."""
+
+    def __init__(self, deps: SessionDeps, *, gateway: str = "native", session_id: str | None = None,
+                 defaults: SessionConfig | None = None):
+        """``defaults``: what the transport already knows before any message (ids from the URL, the audio format
+        a telephony stream fixes); a StartSession's own fields win over them."""
+        self.deps = deps
+        self.defaults = defaults or SessionConfig()
+        self.gateway = gateway
+        self.ctx = SessionContext(deps, session_id=session_id or new_id("sess"), gateway=gateway)
+        self.responder = Responder(self.ctx)
+        self.dialog = SpokenDialog(self.ctx, self.responder)
+        self.runner = TurnRunner(self.ctx, self.responder, self.dialog)
+        self.started = False
+        self.closed = False
+        self._listener: Listener | None = None
+        self._speculation = Speculation(deps.clock)
+        self._turn: Turn | None = None
+        self._speech_turn_id: str | None = None
+        self._carry_audio = b""  # audio of a turn cut short before it answered, joined to the next utterance
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def id(self) -> str:
+        return self.ctx.id
+
+    @property
+    def config(self) -> SessionConfig:
+        return self.ctx.config
+
+    @property
+    def outbox(self):
+        return self.ctx.outbox
+
+    @property
+    def agent_name(self) -> str:
+        return self.ctx.agent_name
+
+    # --- the one entry --------------------------------------------------------------------------------------------
+
+    async def handle(self, event: Any) -> None:
+        """Process one inbound event (see :data:`voiceserver.session.events.InboundEvent`)."""
+        if self.closed:
+            return
+        if type(event) is InputAudio:  # the hot path first: 50 frames a second per caller
+            if not self.started:
+                await self._start(self._with_defaults(None))
+            self._feed(event.audio, event.arrived_at)
+            return
+        if isinstance(event, StartSession):
+            await self._start(self._with_defaults(event.config))
+            return
+        if isinstance(event, EndSession):
+            await self.close("client_end")
+            return
+        if isinstance(event, InvalidInput):
+            await self.ctx.error(event.code, event.message)
+            return
+        if not self.started:
+            await self._start(self._with_defaults(None))
+        if isinstance(event, Ping):
+            self.ctx.emit(Pong(event.id))  # after everything before it: handle() is awaited in order
+        elif isinstance(event, InputText):
+            await self._on_text(event.text)
+        elif isinstance(event, InputCommit):
+            self._process_segments(self._listener.commit() if self._listener else [], self.ctx.now())
+        elif isinstance(event, InputDtmf):
+            await self._on_dtmf(event.digit)
+        elif isinstance(event, CancelResponse):
+            await self._interrupt("client_cancel")
+        elif isinstance(event, ResponsePlayed):
+            turn = self._turn
+            if turn is not None and turn.id == event.turn_id:
+                turn.playback.report_played(event.played_ms)
+        elif isinstance(event, ToolDecision):
+            await self._on_tool_decision(event)
+        else:
+            await self.ctx.error("invalid_message", f"unsupported event {type(event).__name__}")
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+
+    def _with_defaults(self, config: SessionConfig | None) -> SessionConfig:
+        if config is None:
+            return dataclasses.replace(self.defaults)
+        for name in ("resource", "thread", "agent"):
+            if getattr(config, name) is None:
+                setattr(config, name, getattr(self.defaults, name))
+        config.keypad = config.keypad or self.defaults.keypad
+        return config
+
+    async def _start(self, config: SessionConfig) -> None:
+        ctx = self.ctx
+        if self.started:
+            await ctx.error("session_already_started", "session.start was already received for this session")
+            return
+        ctx.config = config
+        if config.agent:
+            if config.agent not in self.deps.agents:
+                known = ", ".join(sorted(self.deps.agents))
+                await ctx.error("unknown_agent", f"unknown agent {config.agent!r}; configured: {known}")
+                config.agent = None
+            else:
+                ctx.agent_name = config.agent
+        if not config.thread:
+            config.thread = new_id("thread")
+        self._listener = Listener(config, self.deps.limits, self.deps.turn, clock=self.deps.clock,
+                                  metrics=self.deps.metrics)
+        self.started = True
+        self.deps.metrics.sessions.labels(self.gateway).inc()
+        with log_context(session_id=ctx.id):
+            log.info("session started", fields={"gateway": self.gateway, "agent": ctx.agent_name,
+                                                "resource": config.resource, "thread": config.thread})
+        await ctx.outbox.put(SessionStarted(ctx.id, config.resource, config.thread, config.input_format,
+                                            config.output_format, ctx.agent_name))
+        if config.resource and ctx.port.has_workflows:
+            self._spawn(self._offer_unfinished())
+
+    async def start(self, config: SessionConfig | None = None) -> None:
+        """Start with ``config`` (the same as handling a StartSession event)."""
+        await self.handle(StartSession(config or SessionConfig()))
+
+    async def close(self, reason: str = "ended") -> None:
+        """End the session: stop the turn (keeping what was heard), cancel tasks, release the outbox."""
+        if self.closed:
+            return
+        self.closed = True
+        with log_context(session_id=self.id):
+            await self._interrupt("session_end", notify=False)
+            self._speculation.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            for task in list(self._tasks):
+                with contextlib.suppress(BaseException):
+                    await task
+            self.outbox.put_nowait(SessionClosed(reason), force=True)
+            self.outbox.close()
+            if self.started:
+                self.deps.metrics.sessions.labels(self.gateway).dec()
+            log.info("session closed", fields={"reason": reason})
+
+    # --- audio ----------------------------------------------------------------------------------------------------
+
+    def _feed(self, audio: bytes, arrived_at: float | None) -> None:
+        """The hot path: convert, run VAD, react to its events. Never awaits."""
+        assert self._listener is not None
+        events, now = self._listener.feed(audio, arrived_at)
+        if events:
+            self._process_segments(events, now)
+
+    def _process_segments(self, events: list, now: float) -> None:
+        for ev in events:
+            if isinstance(ev, SpeechStart):
+                self._speech_turn_id = new_id("turn")
+                if self._turn is not None and not self._turn.done:
+                    self._spawn(self._interrupt("barge_in", turn=self._turn))
+                self.ctx.emit(SpeechStarted(self._speech_turn_id, int(ev.start_ms), int(ev.confirmed_ms)))
+            elif isinstance(ev, SpeechPause):
+                # A guess at a short pause: kept when the caller stays silent until the endpoint.
+                self._speculation.start(self.ctx.listener(), self._carry_audio + ev.audio)
+            elif isinstance(ev, SpeechResume):
+                self._speculation.cancel()  # they kept talking: that guess heard only part of it
+            elif isinstance(ev, SpeechEnd):
+                turn_id = self._speech_turn_id or new_id("turn")
+                self._speech_turn_id = None
+                self.ctx.emit(SpeechStopped(turn_id, int(ev.end_ms)))
+                assert self._listener is not None
+                voiced_at = self._listener.arrival_of(ev.last_voiced_ms)
+                turn = Turn(id=turn_id, audio=ev.audio, last_voiced_at=voiced_at, ended_at=now,
+                            endpoint_ms=(now - voiced_at) * 1000 if voiced_at is not None else None)
+                self._begin_turn(turn, self._speculation.take())
+
+    # --- other input ----------------------------------------------------------------------------------------------
+
+    async def _on_text(self, text: str) -> None:
+        limit = self.deps.limits.max_text_chars
+        if len(text) > limit:
+            await self.ctx.error("text_too_long", f"input.text is {len(text)} characters; the limit is {limit}")
+            return
+        if not text.strip():
+            await self.ctx.error("empty_text", "input.text must not be empty")
+            return
+        await self._interrupt("new_input")
+        self._begin_turn(Turn(id=new_id("turn"), text=text, ended_at=self.ctx.now()), None)
+
+    async def _on_dtmf(self, digit: str) -> None:
+        if digit not in KEYPAD:
+            await self.ctx.error("invalid_dtmf", f"unknown keypad key {digit!r}; keys are 0-9, *, # and A-D")
+            return
+        await self._interrupt("new_input")
+        self._begin_turn(Turn(id=new_id("turn"), digits=digit, ended_at=self.ctx.now()), None)
+
+    async def _on_tool_decision(self, decision: ToolDecision) -> None:
+        if not self.dialog.waits_for(decision.tool_call_id):
+            await self.ctx.error("no_pending_approval",
+                                 f"no tool call {decision.tool_call_id!r} is waiting for approval")
+            return
+        await self._interrupt("new_input")  # the question may still be being spoken
+        self._begin_turn(Turn(id=new_id("turn"), decision=decision, ended_at=self.ctx.now()), None)
+
+    async def _offer_unfinished(self) -> None:
+        offer = await self.dialog.offer_unfinished()
+        if offer is None or self.closed or (self._turn is not None and not self._turn.done):
+            return
+        turn = Turn(id=new_id("turn"), text="", ended_at=self.ctx.now())
+        self._begin_turn(turn, None, body=self.responder.say(turn, offer, user_text=None))
+
+    # --- turns ----------------------------------------------------------------------------------------------------
+
+    def _begin_turn(self, turn: Turn, speculative: asyncio.Task | None,
+                    body: Coroutine[Any, Any, None] | None = None) -> None:
+        if self._carry_audio and turn.text is None and turn.digits is None and turn.decision is None:
+            turn.audio = self._carry_audio + turn.audio  # a speculation already included it (SpeechPause)
+        self._carry_audio = b""
+        self._turn = turn
+        work = body if body is not None else self.runner.run(turn, speculative)
+        turn.task = asyncio.create_task(self._guard(turn, work), name=f"turn-{turn.id}")
+        self._tasks.add(turn.task)
+        turn.task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _guard(turn: Turn, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        finally:
+            turn.done = True
+
+    async def _interrupt(self, reason: str, notify: bool = True, turn: Turn | None = None) -> None:
+        """Stop the current turn now; keep only what the caller heard."""
+        turn = turn or self._turn
+        if turn is None or turn.done or turn.task is None:
+            return
+        turn.done = True
+        turn.outcome = "interrupted"
+        turn.task.cancel()
+        with contextlib.suppress(BaseException):
+            await turn.task
+        dropped = self.outbox.flush()
+        heard = turn.playback.heard_text()
+        if not turn.responding:
+            # They kept talking before we answered: keep their first words for the next turn.
+            if turn.text is None and turn.digits is None and turn.decision is None:
+                self._carry_audio = turn.audio
+            elif turn.text:
+                self.runner.carry_text = turn.text
+        if turn.stream is not None:
+            try:
+                await turn.stream.cancel(heard_text=heard or None)
+            except Exception:
+                log.exception("could not record the interrupted turn")
+        if turn.responding and turn.recorder == "session":
+            await self.ctx.record(turn.user_text, heard)
+        if reason == "barge_in":
+            self.deps.metrics.barge_ins.inc()
+        with log_context(session_id=self.id, turn_id=turn.id):
+            log.info("reply interrupted", fields={"reason": reason, "dropped_events": dropped, "heard": heard})
+        if turn.responding:
+            log_turn(self.ctx, turn)
+            if notify:
+                await self.outbox.put(ResponseCancelled(turn.id, heard, reason))
+                await self.outbox.put(ResponseDone(turn.id, heard, interrupted=True))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
