@@ -11,7 +11,7 @@ def test_every_public_name_resolves():
         assert getattr(voiceserver, name) is not None, name
 
 
-def test_issue_contract_names():
+def test_mastra_style_public_names_import_from_the_package_root():
     from voiceserver import (  # noqa: F401
         Agent,
         CompositeVoice,

@@ -6,10 +6,10 @@ import pytest
 
 from voiceserver.settings import SettingsError, load_settings
 
-ISSUE_FILE = {"agent": {"name": "Assistant", "instructions": "You are a helpful voice assistant.",
-                        "model": "local/smollm2",
-                        "voice": {"provider": "local", "voice": "en_US-joe-medium", "speed": 1.0},
-                        "memory": {"type": "lancedb", "url": "file:./data/memory"}}}
+README_EXAMPLE_FILE = {
+    "agent": {"name": "Assistant", "instructions": "You are a helpful voice assistant.", "model": "local/smollm2",
+              "voice": {"provider": "local", "voice": "en_US-joe-medium", "speed": 1.0},
+              "memory": {"type": "lancedb", "url": "file:./data/memory"}}}
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +36,8 @@ def test_defaults_run_local_without_keys():
     assert s.lancedb_uri == "./data/memory"
 
 
-def test_issue_file_shape_is_accepted(tmp_path):
-    s = load_settings(write(tmp_path, ISSUE_FILE))
+def test_the_readme_example_config_file_is_accepted(tmp_path):
+    s = load_settings(write(tmp_path, README_EXAMPLE_FILE))
     assert s.agent.voice.voice == "en_US-joe-medium"
     assert s.agent.memory.url == "file:./data/memory"
     assert s.agent.instructions == "You are a helpful voice assistant."

@@ -1,4 +1,5 @@
-"""Memory options: what an agent remembers and how. Built from a dict (the issue's shape) or given as dataclasses.
+"""Memory options: what an agent remembers and how. Built from a plain dict (as in a settings file) or given as
+dataclasses.
 
     Memory(options={"last_messages": 10,
                     "semantic_recall": {"top_k": 3, "message_range": 2, "scope": "resource"},
