@@ -145,3 +145,17 @@ def test_session_start_fuzz_never_raises(fields):
     fields["type"] = "session.start"
     result = decode_text(json.dumps(fields))
     assert isinstance(result, StartSession | ProtocolError)
+
+
+def test_keypad_and_audio_frames_decode_to_session_events():
+    from voiceserver.gateway.native_codec import decode_binary, decode_text, initial_config
+    from voiceserver.session.events import InputAudio, InputDtmf, InvalidInput
+
+    assert decode_text('{"type":"input.dtmf","digit":"5"}') == InputDtmf("5")
+    bad = decode_text('{"type":"input.dtmf","digit":"55"}')
+    assert isinstance(bad, InvalidInput) and bad.code == "invalid_message"
+    assert decode_binary(b"\x01\x02", 3.5) == InputAudio(b"\x01\x02", 3.5)
+    config = initial_config({"resource": "user-1", "thread": "t-1"})
+    assert (config.resource, config.thread) == ("user-1", "t-1")
+    refused = initial_config({"resource": "../etc"})
+    assert isinstance(refused, InvalidInput) and refused.code == "invalid_id"

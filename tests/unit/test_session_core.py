@@ -396,3 +396,51 @@ def test_a_workflow_question_is_asked_again_when_the_answer_does_not_fit():
         assert run.suspended == [["ask-time"]]
 
     run_virtual(scenario())
+
+
+class SpeedTTS(ToneTTS):
+    """A tone voice that records the speaker and speed it was asked for."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.asked: list[tuple[str | None, float]] = []
+
+    async def _synthesize(self, text, voice, speed):
+        self.asked.append((voice, speed))
+        async for chunk in super()._synthesize(text, voice, speed):
+            yield chunk
+
+
+def test_a_session_speaks_with_its_agents_own_voice():
+    from voiceserver.voice import CompositeVoice
+
+    async def scenario():
+        own = SpeedTTS(sample_rate=24000)
+        server_default = ToneTTS()
+        agent = Agent(name="Own", instructions="x", model=ScriptedChatModel(["In my own voice."]),
+                      voice=CompositeVoice(output=own, speaker="tone", speed=1.5))
+        async with SessionProbe(agent=agent, tts=server_default) as p:
+            await p.send(InputText("hi"))
+            await p.wait_for("response.done")
+        assert own.phrases == ["In my own voice."] and own.asked == [("tone", 1.5)]
+        assert server_default.phrases == []
+
+    run_virtual(scenario())
+
+
+def test_voice_app_and_settings_voices_reach_the_session():
+    from voiceserver.server.composition import build_server
+    from voiceserver.settings import Settings
+    from voiceserver.voice import CompositeVoice
+    from voiceserver.voice_app import VoiceApp
+
+    app_voice = CompositeVoice(output=ToneTTS(), speaker="tone", speed=0.8)
+    app = VoiceApp(agents={"A": Agent(name="A", instructions="x", model=ScriptedChatModel(["ok"]))}, voice=app_voice)
+    server = build_server(Settings(preload=False), app=app, stt=ScriptedSTT(["x"]), tts=ToneTTS())
+    voice = server.hub.deps.agents["A"].voice()
+    assert voice is not None and voice.tts is app_voice.talker() and (voice.speaker, voice.speed) == ("tone", 0.8)
+
+    settings = Settings(preload=False, agent={"name": "Fast", "voice": {"speed": 1.4}, "memory": {"type": "none"}})
+    server = build_server(settings, stt=ScriptedSTT(["x"]), tts=ToneTTS())
+    voice = server.hub.deps.agents["Fast"].voice()
+    assert voice is not None and voice.speed == 1.4 and voice.tts is server.tts

@@ -21,6 +21,7 @@ from ..session.events import (
     Event,
     InputAudio,
     InputCommit,
+    InputDtmf,
     InputText,
     InvalidInput,
     Ping,
@@ -46,8 +47,8 @@ from ..session.events import (
 )
 
 VAD_LIMITS = {"aggressiveness": (0, 3), "silence_ms": (100, 5000), "prefix_ms": (0, 2000), "min_speech_ms": (20, 5000)}
-CLIENT_TYPES = ("session.start", "input.text", "input.commit", "response.cancel", "response.played", "session.end",
-                "tool.approve", "tool.decline", "ping")
+CLIENT_TYPES = ("session.start", "input.text", "input.commit", "input.dtmf", "response.cancel", "response.played",
+                "session.end", "tool.approve", "tool.decline", "ping")
 
 
 ProtocolError = InvalidInput  # what the codec returns for a message it cannot use
@@ -96,6 +97,11 @@ def decode_text(text: str, *, max_text_chars: int = 4000) -> Any:
         return InputText(value)
     if kind == "input.commit":
         return InputCommit()
+    if kind == "input.dtmf":
+        digit = msg.get("digit")
+        if not isinstance(digit, str) or len(digit) != 1:
+            return ProtocolError("invalid_message", "input.dtmf needs a one-character \"digit\" (0-9, *, #, A-D)")
+        return InputDtmf(digit)
     if kind == "response.cancel":
         return CancelResponse()
     if kind == "response.played":

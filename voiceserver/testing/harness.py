@@ -37,8 +37,11 @@ class RunningVoiceServer:
 
 @contextlib.asynccontextmanager
 async def voice_server(*, agent: Any = None, agents: dict[str, Any] | None = None, stt: Any = None, tts: Any = None,
-                       settings: Settings | None = None, **build_kwargs: Any) -> AsyncIterator[RunningVoiceServer]:
-    """A real uvicorn server around :func:`voiceserver.server.composition.build_server` with the given parts."""
+                       settings: Settings | None = None, engines_from_settings: bool = False,
+                       **build_kwargs: Any) -> AsyncIterator[RunningVoiceServer]:
+    """A real uvicorn server around :func:`voiceserver.server.composition.build_server` with the given parts.
+    ``engines_from_settings``: build the speech engines the settings name (real models, fallback chains) instead of
+    the scripted ones."""
     from ..agent import Agent
 
     if agents is None:
@@ -46,7 +49,9 @@ async def voice_server(*, agent: Any = None, agents: dict[str, Any] | None = Non
                                model=ScriptedChatModel(["Hello! How can I help you today?"]))
         agents = {agent.name: agent}
     settings = settings or Settings()
-    server = build_server(settings, stt=stt or ScriptedSTT(["hello there"]), tts=tts or ToneTTS(), agents=agents,
+    if not engines_from_settings:
+        stt, tts = stt or ScriptedSTT(["hello there"]), tts or ToneTTS()
+    server = build_server(settings, stt=stt, tts=tts, agents=agents,
                           default_agent=next(iter(agents)), **build_kwargs)
     async with serve_app(create_app(server)) as running:
         yield RunningVoiceServer(server, running)
