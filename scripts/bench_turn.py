@@ -9,9 +9,12 @@ client's own voice-to-voice: from sending the frame that holds the end of the sp
 reply audio byte (this includes the VAD's endpoint wait, silence_ms = 500, plus webrtcvad's hangover).
 
 The same turns are run twice in this process: with speculative transcription (start at a 200 ms pause, keep it if
-the caller stays silent) and without it (the baseline), and the ratio of the medians is printed.
+the caller stays silent) and without it (the baseline), and the ratio of the medians is printed. ``--transport``
+names one or more wire formats (scripts/bench_transports/: native, and the other gateways'); each runs the same
+questions against the same server, so their figures sit next to each other in one run.
 
     .venv/bin/python scripts/bench_turn.py --turns 10
+    .venv/bin/python scripts/bench_turn.py --turns 10 --transport native,webrtc --no-baseline
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -72,8 +76,14 @@ async def wait_ready(url: str, proc: subprocess.Popen) -> None:
     raise SystemExit("server not ready after 120 s")
 
 
-async def run_config(name: str, env_extra: dict[str, str], questions, turns: int) -> dict[str, list[float]]:
-    from voiceserver.client import VoiceClient
+STAGES = ("stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms", "client_voice_to_voice_ms")
+
+
+async def run_config(name: str, env_extra: dict[str, str], questions, turns: int,
+                     transports: list[str]) -> dict[str, dict[str, list[float]]]:
+    """One server with ``env_extra``; ``turns`` questions through each transport. {transport: {stage: [ms]}}."""
+    from bench_transports import load
+
     from voiceserver.testing.processes import free_port
 
     port = free_port()
@@ -81,30 +91,29 @@ async def run_config(name: str, env_extra: dict[str, str], questions, turns: int
     env = {**os.environ, "LANCEDB_URI": str(Path(data) / "memory"), **env_extra}
     proc = subprocess.Popen([sys.executable, "-m", "voiceserver", "serve", "--port", str(port), "--log-level", "warn"],
                             cwd=REPO, env=env)
-    results: dict[str, list[float]] = {k: [] for k in ("stt_ms", "llm_first_token_ms", "tts_first_audio_ms",
-                                                        "voice_to_voice_ms", "client_voice_to_voice_ms")}
+    results = {t: {k: [] for k in STAGES} for t in transports}
     try:
         await wait_ready(f"http://127.0.0.1:{port}", proc)
-        for i in range(turns + 1):  # the first turn warms caches and is not counted
-            text, audio, end_ms = questions[i % len(questions)]
-            async with VoiceClient.connect(f"ws://127.0.0.1:{port}/v1/voice", resource=f"bench-{i}") as client:
-                turn = await client.ask_audio(audio, realtime=True, timeout=120)
-                sent = client.sent_at(end_ms)
-            if turn.errors or not turn.metrics:
-                print(f"  [{name}] turn {i}: errors {turn.errors}", file=sys.stderr)
-                continue
-            if i == 0:
-                continue
-            for key in results:
-                value = turn.metrics.get(key)
-                if key == "client_voice_to_voice_ms" and turn.first_audio_at and sent:
-                    value = (turn.first_audio_at - sent) * 1000
-                if value is not None:
-                    results[key].append(float(value))
-            extra = {k: turn.metrics.get(k) for k in ("stt_ms", "stt_speculative", "stt_speculation_ms",
-                                                       "stt_compute_ms", "llm_first_token_ms", "tts_first_audio_ms")}
-            print(f"  [{name}] {text!r} -> {turn.transcript!r}: v2v {results['client_voice_to_voice_ms'][-1]:.0f} ms "
-                  f"{extra}", file=sys.stderr)
+        for transport in transports:
+            module = load(transport)
+            for i in range(turns + 1):  # the first turn warms caches and is not counted
+                text, audio, end_ms = questions[i % len(questions)]
+                turn = await module.ask(port, audio, end_ms, resource=f"bench-{transport}-{i}")
+                if turn.errors or turn.client_voice_to_voice_ms is None:
+                    print(f"  [{name}/{transport}] turn {i}: errors {turn.errors}", file=sys.stderr)
+                    continue
+                if i == 0:
+                    continue
+                for key in STAGES:
+                    value = (turn.client_voice_to_voice_ms if key == "client_voice_to_voice_ms"
+                             else turn.metrics.get(key))
+                    if value is not None:
+                        results[transport][key].append(float(value))
+                extra = {k: turn.metrics.get(k) for k in ("stt_ms", "stt_speculative", "stt_speculation_ms",
+                                                           "stt_compute_ms", "llm_first_token_ms",
+                                                           "tts_first_audio_ms")}
+                print(f"  [{name}/{transport}] {text!r} -> {turn.transcript!r}: "
+                      f"v2v {turn.client_voice_to_voice_ms:.0f} ms {extra}", file=sys.stderr)
     finally:
         proc.terminate()
         proc.wait(20)
@@ -120,18 +129,28 @@ def summary(values: list[float]) -> tuple[float, float]:
 async def main_async(args: argparse.Namespace) -> None:
     models = Path(os.environ.get("VOICESERVER_MODELS_DIR") or REPO / "models")
     questions = spoken_questions(models)
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
     started = time.perf_counter()
-    fast = await run_config("speculative", {"VOICESERVER_TURN__SPECULATIVE_STT": "true"}, questions, args.turns)
-    base = (await run_config("baseline", {"VOICESERVER_TURN__SPECULATIVE_STT": "false"}, questions, args.turns)
-            if args.baseline else {k: [] for k in fast})
-    print(f"\n{args.turns} turns per configuration, real-time paced, {time.perf_counter() - started:.0f} s in all")
-    print(f"{'stage':<26} {'p50 ms':>8} {'p95 ms':>8}   {'baseline p50':>12} {'p95':>8}   {'p50 ratio':>9}")
-    for key in fast:
-        p50, p95 = summary(fast[key])
-        b50, b95 = summary(base[key])
-        ratio = p50 / b50 if b50 else float("nan")
-        print(f"{key:<26} {p50:>8.0f} {p95:>8.0f}   {b50:>12.0f} {b95:>8.0f}   {ratio:>9.2f}")
-    print("client_voice_to_voice_ms: from sending the frame with the end of the question to the first reply audio "
+    fast = await run_config("speculative", {"VOICESERVER_TURN__SPECULATIVE_STT": "true"}, questions, args.turns,
+                            transports)
+    base = (await run_config("baseline", {"VOICESERVER_TURN__SPECULATIVE_STT": "false"}, questions, args.turns,
+                             transports) if args.baseline else None)
+    print(f"\n{args.turns} turns per configuration and transport, real-time paced, "
+          f"{time.perf_counter() - started:.0f} s in all")
+    reference = fast[transports[0]]["client_voice_to_voice_ms"]
+    for transport in transports:
+        print(f"\n[{transport}]")
+        print(f"{'stage':<26} {'p50 ms':>8} {'p95 ms':>8}   {'baseline p50':>12} {'p95':>8}   {'p50 ratio':>9}")
+        for key in STAGES:
+            p50, p95 = summary(fast[transport][key])
+            b50, b95 = summary(base[transport][key]) if base else (float("nan"), float("nan"))
+            ratio = p50 / b50 if b50 else float("nan")
+            print(f"{key:<26} {p50:>8.0f} {p95:>8.0f}   {b50:>12.0f} {b95:>8.0f}   {ratio:>9.2f}")
+        if transport != transports[0]:
+            p50, _ = summary(fast[transport]["client_voice_to_voice_ms"])
+            r50, _ = summary(reference)
+            print(f"client voice-to-voice against {transports[0]}: {p50 / r50:.2f}x (p50)")
+    print("\nclient_voice_to_voice_ms: from sending the frame with the end of the question to the first reply audio "
           "byte received; includes the 500 ms endpoint silence.")
 
 
@@ -140,6 +159,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the run without speculative transcription")
+    parser.add_argument("--transport", default="native",
+                        help="comma-separated transports from scripts/bench_transports (native, webrtc, twilio, ...)")
     args = parser.parse_args()
     asyncio.run(main_async(args))
 
