@@ -125,8 +125,9 @@ def required_models(settings: Settings, agents: dict[str, Any] | None = None) ->
             models.extend(spec if isinstance(spec, list) else [spec])
         wordllama = any(type(getattr(getattr(a, "memory", None), "embedder", None)).__name__ == "WordLlamaEmbedder"
                         for a in agents.values())
-    if any(isinstance(m, str) and m.startswith("local/") for m in models):
-        names.append("smollm2")
+    from .llm.registry import local_model_names
+
+    names.extend(local_model_names(models))
     if wordllama:
         names.append("wordllama")
     return names
