@@ -12,6 +12,7 @@ knowledge of the caller is the working memory.
 
 - cold first token: the turn-8 prompt (the longest) on a context with nothing cached; the baseline of each model.
 - warm first token: turns 2-8 as they come, the cache holding the conversation so far (the stable prefix).
+- first phrase (warm turns): time until 32 characters of reply exist, what the session sends to speech first.
 - tokens/s: completion tokens after the first over the time from the first to the last chunk.
 - quality: keyword checks per scenario, counted over conversations (seeds); "parroting": a reply equal to an earlier
   reply of the same conversation, or containing one of five words or more, after normalising case and punctuation.
@@ -19,7 +20,8 @@ knowledge of the caller is the working memory.
 
 Configurations (``--configs``): ``current`` (the settings' defaults before this evaluation: temperature 0.3,
 top_p 0.9, repeat_penalty 1.1), ``penalties`` (repeat 1.3 over 256 tokens, frequency 0.3, presence 0.3),
-``ngram`` (current + no_repeat_ngram 6), ``defaults`` (``voiceserver.llm.sampling.Sampling()`` as shipped).
+``ngram`` / ``ngram4`` (current + no_repeat_ngram 6 / 4), ``defaults`` (``voiceserver.llm.sampling.Sampling()``
+as shipped).
 Other work on the machine moves the absolute times; compare within one run.
 """
 
@@ -46,6 +48,7 @@ CONFIGS = {
     "penalties": Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.3, repeat_last_n=256, frequency_penalty=0.3,
                           presence_penalty=0.3),
     "ngram": Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.1, no_repeat_ngram=6),
+    "ngram4": Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.1, no_repeat_ngram=4),
     "defaults": Sampling(),
 }
 
@@ -101,6 +104,7 @@ def passed(turn: Turn, reply: str) -> bool:
 class Tally:
     cold: list[float] = field(default_factory=list)
     warm: list[float] = field(default_factory=list)
+    phrase: list[float] = field(default_factory=list)  # warm turns: time to the first 32-character phrase
     cached: list[int] = field(default_factory=list)
     prompt: list[int] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
@@ -112,10 +116,16 @@ class Tally:
     samples: list[str] = field(default_factory=list)
 
 
-async def ask(model: LlamaCppModel, messages: list[ChatMessage], max_tokens: int) -> tuple[str, float, float, Finish]:
-    """(reply, seconds to the first text, tokens/s after it, the Finish)."""
+PHRASE_CHARS = 32  # the session cuts its first phrase for speech here (turn.first_phrase_max_chars)
+
+
+async def ask(model: LlamaCppModel, messages: list[ChatMessage], max_tokens: int,
+              phrases: list[float] | None = None) -> tuple[str, float, float, Finish]:
+    """(reply, seconds to the first text, tokens/s after it, the Finish); appends to ``phrases`` the seconds until
+    the first phrase (32 characters, or the whole reply if shorter) could go to speech synthesis."""
     started = time.perf_counter()
     first = last = 0.0
+    phrase = 0.0
     parts: list[str] = []
     finish = Finish()
     async for chunk in model.stream(ChatRequest(messages, max_tokens=max_tokens)):
@@ -124,8 +134,12 @@ async def ask(model: LlamaCppModel, messages: list[ChatMessage], max_tokens: int
             parts.append(chunk.text)
             first = first or now
             last = now
+            if not phrase and sum(map(len, parts)) >= PHRASE_CHARS:
+                phrase = now
         elif isinstance(chunk, Finish):
             finish = chunk
+    if phrases is not None:
+        phrases.append(phrase or last)
     n = finish.usage.completion_tokens
     rate = (n - 1) / (last - first) if n > 1 and last > first else 0.0
     return "".join(parts), first, rate, finish
@@ -138,7 +152,8 @@ async def conversation(model: LlamaCppModel, system: list[ChatMessage], tally: T
     parroted = 0
     for number, turn in enumerate(CONVERSATION, 1):
         messages = [*system, ChatMessage("system", memory_block(facts)), *history, ChatMessage("user", turn.question)]
-        reply, first, rate, finish = await ask(model, messages, turn.max_tokens)
+        reply, first, rate, finish = await ask(model, messages, turn.max_tokens,
+                                               tally.phrase if number > 1 else None)
         if number > 1:
             tally.warm.append(first)
             tally.cached.append(finish.usage.cached_tokens)
@@ -212,6 +227,7 @@ async def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--quick", action="store_true", help="one seed, the 'current' configuration only")
     parser.add_argument("--verbose", action="store_true", help="print every reply")
+    parser.add_argument("--instructions", help="system prompt instead of the default agent's")
     args = parser.parse_args()
     configs = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
     seeds = 1 if args.quick else args.seeds
@@ -219,7 +235,7 @@ async def main() -> None:
         configs = ["current"]
     files = [(name, model_file(args.models_dir, name, ".gguf")) for name in args.models.split(",") if name]
     files += [(Path(p).stem, Path(p)) for p in args.gguf]
-    system = [ChatMessage("system", AgentConfig().instructions)]
+    system = [ChatMessage("system", args.instructions or AgentConfig().instructions)]
 
     results: list[tuple[str, str, Tally]] = []
     for label, path in files:
@@ -244,11 +260,12 @@ async def main() -> None:
 
     base_warm = stats(results[0][2].warm)[0] if results else 0.0
     print(f"\n{'model / config':<34}{'cold ms p50/p95':>17}{'warm ms p50/p95':>17}{'x base':>7}"
-          f"{'cached p50':>11}{'prompt t8':>10}{'tok/s':>7}")
+          f"{'phrase ms p50/p95':>19}{'cached p50':>11}{'prompt t8':>10}{'tok/s':>7}")
     for label, config, t in results:
         cold, warm = stats(t.cold), stats(t.warm)
         print(f"{label + ' / ' + config:<34}{cold[0] * 1000:>8.0f}/{cold[1] * 1000:<8.0f}"
               f"{warm[0] * 1000:>8.0f}/{warm[1] * 1000:<8.0f}{warm[0] / base_warm if base_warm else 0:>7.2f}"
+              f"{stats(t.phrase)[0] * 1000:>10.0f}/{stats(t.phrase)[1] * 1000:<8.0f}"
               f"{stats([float(c) for c in t.cached])[0]:>11.0f}{max(t.prompt, default=0):>10}"
               f"{stats(t.rates)[0]:>7.1f}")
     print(f"\n{'model / config':<34}" + "".join(f"{c:>15}" for c in CHECKS) + f"{'parroting':>12}")
