@@ -62,8 +62,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _models_to_fetch(args: argparse.Namespace, settings: Any) -> list[str] | None:
     """Named models; every model with --all; else what the settings use (an --app's agents are only known once
     it is built, so then the manifest's non-optional models)."""
-    from .app import required_models
     from .model_files import default_models
+    from .server.composition import required_models
 
     if args.names:
         return list(args.names)

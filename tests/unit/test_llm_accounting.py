@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
+from voiceserver.audio.format import AudioChunk
 from voiceserver.engines import LiveActivity, ProviderError
-from voiceserver.events import AudioChunk
 from voiceserver.llm import LlamaCppModel, ModelContext, ModelRegistry
 from voiceserver.llm.base import ChatModel, Usage
 from voiceserver.llm.openai_compatible import usage_of

@@ -317,11 +317,8 @@ class LlamaCppModel(ChatModel):
         await self.load()
         plan = self._plan(request)
         cancel = threading.Event()
-        waiter = None if plan.background else self.background.live_waiting()
 
         def produce(emit: Callable[[Any], bool]) -> None:
-            if waiter is not None:
-                waiter.done()
             try:
                 self._run_sync(request, plan, emit, cancel)
             except Cancelled:
@@ -342,8 +339,6 @@ class LlamaCppModel(ChatModel):
                 else:
                     yield value  # the Finish
         finally:
-            if waiter is not None:
-                waiter.done()
             cancel.set()  # seen by the worker at its next token, even in a pass that emits nothing
             await items.aclose()
 

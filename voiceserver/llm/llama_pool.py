@@ -134,23 +134,9 @@ class BackgroundPolicy:
         self.gate = gate
         self.pool_size = pool_size
         self.live = live
-        self._lock = threading.Lock()
-        self._live_waiting = 0  # live calls of this model that have not got a context yet
         self._executor: ThreadPoolExecutor | None = None
         self.paused = 0  # times a background generation paused for live work (tests and the evaluation read it)
         self.preempted = 0
-
-    # --- live calls tell the policy they want a context --------------------------------------------------------
-
-    def live_waiting(self) -> _LiveWaiter:
-        return _LiveWaiter(self)
-
-    @property
-    def live_calls_waiting(self) -> int:
-        with self._lock:
-            return self._live_waiting
-
-    # --- background calls ----------------------------------------------------------------------------------------
 
     def room(self) -> bool:
         """A background call may take a slot now without taking the last one a live call could use."""
@@ -180,7 +166,7 @@ class BackgroundPolicy:
         while self.live.busy:
             if cancel.is_set():
                 raise Cancelled
-            if self.live_calls_waiting:
+            if self.gate.waiting:  # only live calls ever wait at the gate (background ones wait in admit)
                 self.preempted += 1
                 raise ProviderError("llm_preempted", "a live call needs this llama.cpp context; the background "
                                     "call gave it up (try again later)", retryable=True, provider="local")
@@ -190,19 +176,3 @@ class BackgroundPolicy:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False)
-
-
-class _LiveWaiter:
-    """Counts one live call as waiting for a context until :meth:`done` (idempotent; thread-safe)."""
-
-    def __init__(self, policy: BackgroundPolicy):
-        self._policy = policy
-        self._done = False
-        with policy._lock:
-            policy._live_waiting += 1
-
-    def done(self) -> None:
-        with self._policy._lock:
-            if not self._done:
-                self._done = True
-                self._policy._live_waiting -= 1
