@@ -1,6 +1,10 @@
 """The local chat model: first-token latency with a cold vs a warm prompt cache, tool decisions, tokens per second.
 
-    .venv/bin/python scripts/bench_llm.py [--runs 10] [--threads 2] [--max-tokens 48] [--models-dir models]
+    .venv/bin/python scripts/bench_llm.py [--model smollm2] [--runs 10] [--threads 2] [--max-tokens 48]
+                                          [--models-dir models]
+
+(``--model``: a manifest name of kind "llm", e.g. qwen2.5-coder-0.5b; scripts/eval_models.py compares models on
+whole conversations.)
 
 - cold: every call starts with a different system prompt (a session number at its very start), so llama.cpp must
   read the whole prompt; this is the baseline, run in the same process.
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from voiceserver.llm import LlamaCppModel
 from voiceserver.llm.base import ChatMessage, ChatRequest, Finish, TextDelta, ToolCallChunk, ToolSpec
+from voiceserver.model_files import model_file
 
 INSTRUCTIONS = (
     "You are a helpful voice assistant for a small restaurant in Lyon. Answer in one or two short spoken sentences. "
@@ -64,14 +69,15 @@ async def timed(model: LlamaCppModel, request: ChatRequest) -> tuple[float, floa
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2", help="manifest name of a local chat model")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     args = parser.parse_args()
 
-    model = LlamaCppModel(args.models_dir / "llm" / "SmolLM2-135M-Instruct.Q4_1.gguf", threads=args.threads,
-                          max_tokens=args.max_tokens, temperature=0.3, timeout_s=600)
+    model = LlamaCppModel(model_file(args.models_dir, args.model, ".gguf"), model_id=f"local/{args.model}",
+                          threads=args.threads, max_tokens=args.max_tokens, temperature=0.3, timeout_s=600)
     started = time.perf_counter()
     await model.load()
     print(f"load: {time.perf_counter() - started:.2f} s  (threads={args.threads}, runs={args.runs})")
@@ -98,8 +104,7 @@ async def main() -> None:
                                                      tool_choice="required"))
         decision.append(first)
         if not prompt_tokens:
-            prompt_tokens = len(model._contexts[0].tokenize(
-                model._template.render([system, *HISTORY, question]).encode(), add_bos=False, special=True))
+            prompt_tokens = model.count_tokens(model._template.render([system, *HISTORY, question]))
 
     print(f"prompt: {prompt_tokens} tokens")
     for name, values in (("first token, cold cache (baseline)", cold), ("first token, warm cache", warm),

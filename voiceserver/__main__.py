@@ -47,7 +47,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     models_dir = Path(settings.models_dir)
     if args.models_command == "fetch":
         try:
-            fetch(models_dir, args.names or None)
+            fetch(models_dir, _models_to_fetch(args, settings))
         except ModelError as exc:
             print(f"voiceserver: {exc}", file=sys.stderr)
             return 1
@@ -57,6 +57,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, kind, status, description in rows:
         print(f"{name:<{width}}  {kind:<8}  {status:<8}  {description}")
     return 0 if all(r[2] == "ok" for r in rows) else 1
+
+
+def _models_to_fetch(args: argparse.Namespace, settings: Any) -> list[str] | None:
+    """Named models; every model with --all; else what the settings use (an --app's agents are only known once
+    it is built, so then the manifest's non-optional models)."""
+    from .model_files import default_models
+    from .server.composition import required_models
+
+    if args.names:
+        return list(args.names)
+    if args.all:
+        return None
+    if settings.app:
+        return default_models()
+    return required_models(settings)
 
 
 def cmd_talk(args: argparse.Namespace) -> int:
@@ -91,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="fetch or list the embedded models")
     msub = models.add_subparsers(dest="models_command", required=True)
     fetch = msub.add_parser("fetch", help="download, assemble and verify the models (idempotent)")
-    fetch.add_argument("names", nargs="*", help="only these models (default all)")
+    fetch.add_argument("names", nargs="*", help="only these models (default: the ones the settings use)")
+    fetch.add_argument("--all", action="store_true", help="every model of the manifest, optional ones too")
     common(fetch)
     lst = msub.add_parser("list", help="show each model as ok / missing / corrupt")
     common(lst)

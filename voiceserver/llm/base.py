@@ -2,7 +2,8 @@
 
 A provider subclasses :class:`ChatModel` and writes only ``_stream(request)``, an async generator of
 :class:`TextDelta`, :class:`ToolCallChunk` and one final :class:`Finish`. The public :meth:`ChatModel.stream` owns the
-timeouts (first chunk and whole call), retries before the first chunk, metrics and error mapping.
+timeouts (first chunk and whole call), retries before the first chunk, metrics and error mapping, and marks a live
+call in the server's :class:`~voiceserver.engines.LiveActivity` (background calls wait while any live work runs).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..engines import ProviderError, stream_with_policy
+from ..engines import LiveActivity, ProviderError, stream_with_policy
 from ..logs import get_logger
 from ..metrics import Metrics
 
@@ -76,6 +77,8 @@ class ToolSpec:
 
 
 ToolChoice = Literal["auto", "none", "required"] | str  # or a tool name: that tool must be called
+Priority = Literal["live", "background"]
+PRIORITIES = ("live", "background")
 
 
 @dataclass(slots=True)
@@ -89,12 +92,20 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     stop: list[str] | None = None
+    # "live": a caller is waiting for this reply. "background": working-memory extraction, titles, summaries; it
+    # never delays live work (see LlamaCppModel for what that means locally; cloud providers ignore it).
+    priority: Priority = "live"
 
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts of one call. ``prompt_tokens`` is the whole prompt; ``cached_tokens`` the part of it served
+    from the prompt cache (llama.cpp: the prefix shared with the context's cached tokens; OpenAI-compatible servers:
+    ``usage.prompt_tokens_details.cached_tokens`` when they send it)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -103,6 +114,7 @@ class Usage:
     def add(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
 
 
 @dataclass(slots=True)
@@ -150,12 +162,24 @@ class ChatModel:
     capabilities = ModelCapabilities()
 
     def __init__(self, model_id: str, *, timeout_s: float = 60.0, first_chunk_timeout_s: float | None = None,
-                 retries: int = 1, metrics: Metrics | None = None):
+                 retries: int = 1, metrics: Metrics | None = None, live_activity: LiveActivity | None = None):
+        """``live_activity``: the server's shared one (its STT and TTS mark their work there too); by default the
+        model has its own, so its background calls still yield to its own live calls."""
         self.model_id = model_id
         self.timeout_s = timeout_s
         self.first_chunk_timeout_s = first_chunk_timeout_s or timeout_s
         self.retries = retries
         self.metrics = metrics or Metrics.null()
+        self.live_activity = live_activity if live_activity is not None else LiveActivity()
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model's prompt. The base gives an estimate, one token per four characters
+        (rounded up) of English text; the local llama.cpp model counts exactly with its tokenizer."""
+        return -(-len(text) // 4)
+
+    async def count_tokens_async(self, text: str) -> int:
+        """:meth:`count_tokens` without blocking the event loop (the local model may have to load its tokenizer)."""
+        return self.count_tokens(text)
 
     @property
     def id(self) -> str:
@@ -166,17 +190,29 @@ class ChatModel:
         raise NotImplementedError
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Stream chunks. Retries retryable errors only before the first chunk; always ends with one Finish."""
+        """Stream chunks. Retries retryable errors only before the first chunk; always ends with one Finish.
+
+        A live request counts as live work for the whole call (until the stream ends or is closed)."""
+        if request.priority not in PRIORITIES:
+            raise ProviderError("invalid_request", f"priority must be one of {', '.join(PRIORITIES)}, "
+                                f"not {request.priority!r}", provider=self.provider)
         finished = False
-        async for chunk in stream_with_policy(
-            lambda: self._stream(request), provider=self.provider, operation="llm", call_label="chat",
-            timeout_s=self.timeout_s, first_item_timeout_s=self.first_chunk_timeout_s, retries=self.retries,
-            metrics=self.metrics, first_item_stage="llm_first_chunk", log=log, name=self.model_id,
-        ):
-            finished = finished or isinstance(chunk, Finish)
-            yield chunk
-        if not finished:
-            yield Finish()
+        live = request.priority == "live"
+        if live:
+            self.live_activity.begin()
+        try:
+            async for chunk in stream_with_policy(
+                lambda: self._stream(request), provider=self.provider, operation="llm", call_label="chat",
+                timeout_s=self.timeout_s, first_item_timeout_s=self.first_chunk_timeout_s, retries=self.retries,
+                metrics=self.metrics, first_item_stage="llm_first_chunk", log=log, name=self.model_id,
+            ):
+                finished = finished or isinstance(chunk, Finish)
+                yield chunk
+            if not finished:
+                yield Finish()
+        finally:
+            if live:
+                self.live_activity.end()
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """Run a whole completion and collect it."""

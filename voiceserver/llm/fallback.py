@@ -83,6 +83,13 @@ class FallbackChatModel(ChatModel):
         log.error(f"every model of {self.id} failed; last error: {last_error}")
         raise last_error
 
+    def count_tokens(self, text: str) -> int:
+        """The primary model's count (the one whose context the prompt is budgeted for)."""
+        return self.models[0].count_tokens(text)
+
+    async def count_tokens_async(self, text: str) -> int:
+        return await self.models[0].count_tokens_async(text)
+
     async def _stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         async for chunk in self.stream(request):
             yield chunk

@@ -21,6 +21,11 @@ Tools and structured output (JSON-schema grammars, so the JSON is always valid f
 - When the last message is a tool result and ``tool_choice`` is "auto", the decision pass is skipped
   (``answer_after_tool_result=True``): the small model otherwise calls the same tool again instead of answering.
   Multi-step tool chains on the local model need ``answer_after_tool_result=False``.
+
+Accounting: every Finish carries ``Usage(prompt_tokens, completion_tokens, cached_tokens)``: the prompt's size, the
+tokens generated, and the prompt tokens served from the context's KV cache (counted once per call, for the pass that
+reads the prompt first). Priority: background requests follow :mod:`.llama_pool`'s rules. Sampling:
+:class:`~.sampling.Sampling`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engines import EngineGate, ProviderError, iterate_in_thread
+from ..engines import EngineGate, LiveActivity, ProviderError, iterate_in_thread
 from ..logs import get_logger
 from ..metrics import Metrics
 from .base import (
@@ -50,6 +55,8 @@ from .base import (
 )
 from .chat_format import NONE_TOOL, ChatTemplate, StopMatcher
 from .grammar import DecisionParser, GrammarCache, decision_schema
+from .llama_pool import PROMPT_CHUNK, BackgroundPolicy, Cancelled, ContextPool, reused_prefix
+from .sampling import NgramBlocker, Sampling
 
 log = get_logger("LLM")
 
@@ -116,6 +123,7 @@ class _Plan:
     temperature: float
     stop: list[str]
     offer_tools: bool = True  # False: answering after tool results, tools are not described at all
+    background: bool = False
 
 
 @dataclass(slots=True)
@@ -123,10 +131,6 @@ class _Pass:
     """How one generation pass ended."""
 
     ended: bool = False  # True: the model ended it (end-of-generation token), False: cut by the token budget
-
-
-class _Cancelled(Exception):
-    """The consumer went away; the worker unwinds and returns its context."""
 
 
 class LlamaCppModel(ChatModel):
@@ -145,9 +149,8 @@ class LlamaCppModel(ChatModel):
         pool: int = 1,
         max_tokens: int = 160,
         structured_max_tokens: int = 512,
-        temperature: float = 0.3,
-        top_p: float = 0.9,
-        repeat_penalty: float = 1.1,
+        sampling: Sampling | None = None,
+        temperature: float | None = None,
         answer_after_tool_result: bool = True,
         seed: int | None = None,
         timeout_s: float = 60.0,
@@ -155,13 +158,15 @@ class LlamaCppModel(ChatModel):
         retries: int = 0,
         extra_buffer_types: bool | None = None,
         metrics: Metrics | None = None,
+        live_activity: LiveActivity | None = None,
     ):
         """``max_tokens`` bounds a spoken reply; ``structured_max_tokens`` bounds a tool decision or a schema object
         when the request sets no ``max_tokens``. ``pool`` contexts of ``context`` tokens each, ``threads`` each.
+        ``sampling``: the sampler settings (``temperature``, if given, overrides its temperature).
         ``extra_buffer_types``: ggml's extra CPU buffer types (AMX, weight repacking); None = on unless the CPU has
         AMX (see :func:`_new_llama`)."""
         super().__init__(model_id, timeout_s=timeout_s, first_chunk_timeout_s=first_chunk_timeout_s, retries=retries,
-                         metrics=metrics)
+                         metrics=metrics, live_activity=live_activity)
         if pool < 1 or threads < 1 or context < 64 or max_tokens < 1:
             raise ValueError("pool and threads must be >= 1, context >= 64, max_tokens >= 1")
         self.model_path = Path(model_path)
@@ -170,48 +175,58 @@ class LlamaCppModel(ChatModel):
         self.pool = pool
         self.max_tokens = max_tokens
         self.structured_max_tokens = structured_max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.repeat_penalty = repeat_penalty
+        self.sampling = (sampling or Sampling()).with_temperature(temperature)
         self.answer_after_tool_result = answer_after_tool_result
         self.seed = seed
         self.extra_buffer_types = (not cpu_has_amx()) if extra_buffer_types is None else extra_buffer_types
         self.gate = EngineGate("llm", pool, self.metrics)
+        self.background = BackgroundPolicy(self.gate, pool, self.live_activity)
         self._grammars = GrammarCache()
         self._load_lock = threading.Lock()  # a threading lock: load() may be called from several loops/threads
-        self._pool_lock = threading.Lock()
-        self._contexts: list[Any] = []
-        self._free: list[Any] = []
-        self._last_used: dict[int, float] = {}
+        self._pool = ContextPool()
+        self._tokenizer: Any = None  # a vocabulary-only Llama for count_tokens before the weights are loaded
         self._template: ChatTemplate | None = None
         self._closed = False
+
+    @property
+    def temperature(self) -> float:
+        return self.sampling.temperature
 
     # --- loading ----------------------------------------------------------------------------------------------
 
     @property
+    def _contexts(self) -> list[Any]:
+        return self._pool.contexts
+
+    @property
     def loaded(self) -> bool:
-        return bool(self._contexts)
+        return bool(self._pool.contexts)
 
     async def load(self) -> None:
         """Load the GGUF into ``pool`` contexts, in a thread. Idempotent; concurrent callers share one load."""
-        if not self._contexts:
+        if not self._pool.contexts:
             await asyncio.to_thread(self._load_sync)
+
+    def _check_file(self) -> Any:
+        llama_cpp = _import_llama_cpp()
+        if not self.model_path.is_file():
+            raise ProviderError("model_missing", f"model file {self.model_path} not found; run "
+                                "`voiceserver models fetch`", provider=self.provider)
+        return llama_cpp
 
     def _load_sync(self) -> None:
         with self._load_lock:
-            if self._contexts:
+            if self._pool.contexts:
                 return
             if self._closed:
                 raise ProviderError("llm_closed", f"{self.model_id} is closed", provider=self.provider)
-            llama_cpp = _import_llama_cpp()
-            if not self.model_path.is_file():
-                raise ProviderError("model_missing", f"model file {self.model_path} not found; run "
-                                    "`voiceserver models fetch`", provider=self.provider)
+            llama_cpp = self._check_file()
             started = time.perf_counter()
             contexts = []
             for _ in range(self.pool):
                 kwargs: dict[str, Any] = {"n_ctx": self.context, "n_threads": self.threads,
-                                          "n_threads_batch": self.threads, "verbose": False}
+                                          "n_threads_batch": self.threads, "verbose": False,
+                                          "last_n_tokens_size": self.sampling.repeat_last_n}
                 if self.seed is not None:
                     kwargs["seed"] = self.seed
                 try:
@@ -221,9 +236,7 @@ class LlamaCppModel(ChatModel):
                     raise ProviderError("model_invalid", f"cannot load {self.model_path}: {exc}",
                                         provider=self.provider) from exc
             self._template = ChatTemplate.from_llama(contexts[0])
-            with self._pool_lock:
-                self._free = list(contexts)
-            self._contexts = contexts
+            self._pool.fill(contexts)
             self.metrics.engines_loaded.labels("llm").set(1)
             log.info(f"loaded {self.model_id} ({self.pool} context(s) of {self.context} tokens) "
                      f"in {time.perf_counter() - started:.2f}s", fields={"model": str(self.model_path)})
@@ -231,15 +244,13 @@ class LlamaCppModel(ChatModel):
     async def close(self) -> None:
         """Free the contexts once no call is using them (waits for running calls). Idempotent."""
         self._closed = True
-        if not self._contexts:
+        self.background.close()
+        if not self._pool.contexts:
             return
         for _ in range(self.pool):  # take every slot: no call runs after this
             await self.gate.__aenter__()
         try:
-            contexts, self._contexts = self._contexts, []
-            with self._pool_lock:
-                self._free = []
-            for ctx in contexts:
+            for ctx in self._pool.clear():
                 try:
                     ctx.close()
                 except Exception:  # noqa: BLE001 - best effort
@@ -252,8 +263,35 @@ class LlamaCppModel(ChatModel):
     @property
     def free_contexts(self) -> int:
         """Contexts not in use right now (tests use it to check a cancelled call returned its context)."""
-        with self._pool_lock:
-            return len(self._free)
+        return self._pool.free
+
+    # --- tokens ----------------------------------------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Exact: the tokens of ``text`` with this model's tokenizer, special tokens parsed as the prompt renderer
+        does. Measured here (``scripts/eval_models.py`` prints it): 20-60 µs for a 52-character message,
+        0.4-0.5 ms for 2,000 characters: fine on the event loop for a message or two, not for a whole history in
+        a loop. Before the model is loaded the first call reads the GGUF's vocabulary (a blocking file read of
+        ~0.1-0.3 s): use :meth:`count_tokens_async` then."""
+        if not text:
+            return 0
+        return len(self._vocab().tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    async def count_tokens_async(self, text: str) -> int:
+        if self._pool.contexts or self._tokenizer is not None:
+            return self.count_tokens(text)
+        return await asyncio.to_thread(self.count_tokens, text)
+
+    def _vocab(self) -> Any:
+        contexts = self._pool.contexts
+        if contexts:
+            return contexts[0]
+        with self._load_lock:
+            if self._tokenizer is None:
+                llama_cpp = self._check_file()
+                self._tokenizer = _new_llama(llama_cpp, str(self.model_path), extra_buffer_types=False,
+                                             vocab_only=True, verbose=False)
+            return self._tokenizer
 
     # --- the call ------------------------------------------------------------------------------------------------
 
@@ -270,7 +308,8 @@ class LlamaCppModel(ChatModel):
         return _Plan(decision=decision, answer=not tools_active or request.tool_choice == "auto",
                      answer_grammar=schema_grammar, budget=budget,
                      temperature=self.temperature if request.temperature is None else request.temperature,
-                     stop=list(request.stop or []), offer_tools=tools_active)
+                     stop=list(request.stop or []), offer_tools=tools_active,
+                     background=request.priority == "background")
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         if not request.messages:
@@ -282,10 +321,14 @@ class LlamaCppModel(ChatModel):
         def produce(emit: Callable[[Any], bool]) -> None:
             try:
                 self._run_sync(request, plan, emit, cancel)
-            except _Cancelled:
+            except Cancelled:
                 pass
 
-        items = iterate_in_thread(self.gate, produce, maxsize=16)
+        executor = None
+        if plan.background:
+            await self.background.admit()  # then the gate slot is taken with no await in between
+            executor = self.background.executor()
+        items = iterate_in_thread(self.gate, produce, maxsize=16, executor=executor)
         try:
             async for kind, value in items:
                 if kind == "text":
@@ -301,25 +344,6 @@ class LlamaCppModel(ChatModel):
 
     # --- worker thread ---------------------------------------------------------------------------------------
 
-    def _take_context(self, tokens: list[int]) -> Any:
-        """The free context whose cached tokens share the longest prefix with ``tokens`` (the gate guarantees one)."""
-        with self._pool_lock:
-            if not self._free:
-                raise ProviderError("llm_unavailable", "no free llama.cpp context", provider=self.provider)
-            best = max(range(len(self._free)), key=lambda i: _common_prefix(self._free[i], tokens))
-            if _common_prefix(self._free[best], tokens) < USEFUL_PREFIX:
-                # Nothing cached helps this prompt (a side task such as working-memory extraction): take the least
-                # recently used context rather than the one whose cache a conversation is about to reuse.
-                best = min(range(len(self._free)), key=lambda i: self._last_used.get(id(self._free[i]), 0.0))
-            ctx = self._free.pop(best)
-            self._last_used[id(ctx)] = time.monotonic()
-            return ctx
-
-    def _give_back(self, ctx: Any) -> None:
-        with self._pool_lock:
-            if ctx in self._contexts:
-                self._free.append(ctx)
-
     def _prompt_tokens(self, request: ChatRequest, budget: int, offer_tools: bool = True) -> tuple[list[int], int]:
         """Render and tokenize the prompt, dropping the oldest turns if it does not fit; returns (tokens, budget).
 
@@ -327,7 +351,7 @@ class LlamaCppModel(ChatModel):
         folded into the user's message: SmolLM2 otherwise answers by imitating the tool-call JSON.
         """
         assert self._template is not None
-        tokenizer = self._contexts[0]
+        tokenizer = self._pool.contexts[0]
         messages = list(request.messages)
         fold = not offer_tools and any(m.role == "tool" for m in messages)
         while True:
@@ -348,12 +372,12 @@ class LlamaCppModel(ChatModel):
     def _run_sync(self, request: ChatRequest, plan: _Plan, emit: Callable[[Any], bool],
                   cancel: threading.Event) -> None:
         tokens, budget = self._prompt_tokens(request, plan.budget, plan.offer_tools)
-        usage = Usage()
-        ctx = self._take_context(tokens)
+        usage = Usage(prompt_tokens=len(tokens))
+        ctx = self._pool.take(tokens, plan.background)
         try:
+            usage.cached_tokens = reused_prefix(ctx, tokens)
             if plan.decision is not None:
                 parser = DecisionParser()
-                usage.prompt_tokens += len(tokens)
                 for piece in self._generate(ctx, tokens, plan.decision, plan, budget, cancel, usage, _Pass()):
                     if parser.feed(piece) == NONE_TOOL:
                         break  # the rest of the object says nothing; answer in a second pass
@@ -364,35 +388,69 @@ class LlamaCppModel(ChatModel):
                     return
                 if not plan.answer:
                     raise ProviderError("llm_invalid_output", "the model declined every tool", provider=self.provider)
-            usage.prompt_tokens += len(tokens)
             stopper = StopMatcher(plan.stop)
             answer = _Pass()
-            for piece in self._generate(ctx, tokens, plan.answer_grammar, plan, budget, cancel, usage, answer):
+            blocker = None
+            if plan.answer_grammar is None and self.sampling.no_repeat_ngram:
+                blocker = self._ngram_blocker(request, len(tokens))
+            for piece in self._generate(ctx, tokens, plan.answer_grammar, plan, budget, cancel, usage, answer,
+                                        blocker):
                 out = stopper.feed(piece)
                 if out and not emit(("text", out)):
-                    raise _Cancelled
+                    raise Cancelled
                 if stopper.stopped:
                     break
             tail = stopper.flush()
             if tail and not emit(("text", tail)):
-                raise _Cancelled
+                raise Cancelled
             emit(("finish", Finish("stop" if answer.ended or stopper.stopped else "length", usage)))
         finally:
-            self._give_back(ctx)
+            self._pool.give_back(ctx)
+
+    def _ngram_blocker(self, request: ChatRequest, prompt_length: int) -> NgramBlocker | None:
+        tokenizer = self._pool.contexts[0]
+        replies = [tokenizer.tokenize(m.content.encode("utf-8"), add_bos=False, special=False)
+                   for m in request.messages if m.role == "assistant" and m.content]
+        return NgramBlocker(replies, self.sampling.no_repeat_ngram, prompt_length) if replies else None
+
+    def _prefill_in_chunks(self, ctx: Any, tokens: list[int], cancel: threading.Event) -> None:
+        """Background calls: read the uncached part of the prompt 32 tokens at a time, pausing for live work in
+        between; ``generate`` then finds all but the last token cached."""
+        start = reused_prefix(ctx, tokens)
+        end = len(tokens) - 1  # generate evaluates the last token itself, to get its logits
+        if end - start <= PROMPT_CHUNK:
+            return
+        if start == 0:
+            ctx.reset()
+        elif not ctx._ctx.kv_cache_seq_rm(-1, start, -1):
+            ctx.reset()
+            start = 0
+        ctx.n_tokens = start
+        for i in range(start, end, PROMPT_CHUNK):
+            self.background.yield_to_live(cancel)
+            if cancel.is_set():
+                raise Cancelled
+            ctx.eval(tokens[i:min(i + PROMPT_CHUNK, end)])
 
     def _generate(self, ctx: Any, tokens: list[int], grammar: Any, plan: _Plan, budget: int,
-                  cancel: threading.Event, usage: Usage, state: _Pass) -> Iterator[str]:
+                  cancel: threading.Event, usage: Usage, state: _Pass,
+                  blocker: NgramBlocker | None = None) -> Iterator[str]:
         """Yield decoded text pieces of one generation pass; ``state.ended`` tells how it ended."""
         llama_cpp = _import_llama_cpp()
+        if plan.background:
+            self._prefill_in_chunks(ctx, tokens, cancel)
         vocab = ctx._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         generated = 0
-        gen = ctx.generate(tokens, temp=plan.temperature, top_p=self.top_p, repeat_penalty=self.repeat_penalty,
-                           grammar=grammar)
+        s = self.sampling
+        gen = ctx.generate(tokens, temp=plan.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
+                           repeat_penalty=s.repeat_penalty, frequency_penalty=s.frequency_penalty,
+                           presence_penalty=s.presence_penalty, grammar=grammar,
+                           logits_processor=[blocker] if blocker is not None else None)
         try:
             for token in gen:
                 if cancel.is_set():
-                    raise _Cancelled
+                    raise Cancelled
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     state.ended = True
                     break
@@ -403,21 +461,10 @@ class LlamaCppModel(ChatModel):
                     yield piece
                 if generated >= budget:
                     break
+                if plan.background:
+                    self.background.yield_to_live(cancel)
         finally:
             gen.close()
         tail = decoder.decode(b"", final=True)
         if tail:
             yield tail
-
-
-USEFUL_PREFIX = 24  # tokens: a shorter shared prefix is just the chat template's opening
-
-
-def _common_prefix(ctx: Any, tokens: list[int]) -> int:
-    cached = ctx._input_ids[: ctx.n_tokens]
-    n = 0
-    for a, b in zip(cached, tokens, strict=False):
-        if a != b:
-            break
-        n += 1
-    return n

@@ -1,7 +1,8 @@
 """Chat models behind the OpenAI chat completions API: OpenAI, Google's OpenAI-compatible endpoint, vLLM, Ollama, a
 llama.cpp server.
 
-Streaming with ``stream_options={"include_usage": True}``; tool-call argument fragments are assembled by index into
+Streaming with ``stream_options={"include_usage": True}`` (the usage chunk's ``prompt_tokens_details.cached_tokens``
+becomes ``Usage.cached_tokens``); tool-call argument fragments are assembled by index into
 complete :class:`ToolCallChunk` s, emitted when the choice finishes. Arguments that are not a JSON object become
 ``{"__raw__": "<the text>"}`` (see :data:`RAW_ARGUMENTS_KEY`): the call still reaches the agent, whose argument
 validation fails and sends a tool-error back to the model, which can then correct itself; a ProviderError would end
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..engines import LiveActivity
 from ..metrics import Metrics
 from .base import (
     ChatChunk,
@@ -98,6 +100,14 @@ def parse_arguments(raw: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {RAW_ARGUMENTS_KEY: raw}
 
 
+def usage_of(usage: Any) -> Usage:
+    """Our Usage from the API's: ``prompt_tokens_details.cached_tokens`` is the prompt served from the server's
+    prompt cache (OpenAI, vLLM and llama.cpp's server send it; others leave it out: 0)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached or 0)
+
+
 def is_strict_schema(schema: Any) -> bool:
     """True if OpenAI's strict structured output accepts ``schema``: every object closed and all properties required."""
     if isinstance(schema, list):
@@ -147,13 +157,15 @@ class OpenAICompatibleModel(ChatModel):
         retries: int = 1,
         metrics: Metrics | None = None,
         extra_body: dict[str, Any] | None = None,
+        live_activity: LiveActivity | None = None,
     ):
         """``max_tokens`` bounds a plain reply, ``structured_max_tokens`` one with tools or a response_schema (None:
         the server's default), unless the request sets its own. ``strict`` sets ``json_schema.strict`` for
         response_schema; "auto" turns it on when the schema allows (OpenAI's strict mode rejects schemas with optional
         properties or open objects)."""
         super().__init__(model_id or f"{provider}/{model}", timeout_s=timeout_s,
-                         first_chunk_timeout_s=first_chunk_timeout_s, retries=retries, metrics=metrics)
+                         first_chunk_timeout_s=first_chunk_timeout_s, retries=retries, metrics=metrics,
+                         live_activity=live_activity)
         self.model = model
         self.provider = provider
         self.base_url = base_url
@@ -212,7 +224,7 @@ class OpenAICompatibleModel(ChatModel):
         async with stream:  # closes the HTTP response however this generator ends
             async for chunk in stream:
                 if chunk.usage is not None:
-                    usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                    usage = usage_of(chunk.usage)
                 for choice in chunk.choices:
                     if choice.index not in (0, None):
                         continue  # n=1: other choices are not ours

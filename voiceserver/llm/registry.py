@@ -1,7 +1,9 @@
 """Model strings to chat models: the one place in llm/ that maps a prefix to a provider class.
 
 ==========================  ==========================================================================================
-``local/smollm2``           the GGUF from models/ run in process by llama.cpp (:class:`LlamaCppModel`), loaded once
+``local/<name>``            a GGUF from models/ (manifest entries of kind "llm": ``local/smollm2``,
+                            ``local/qwen2.5-coder-0.5b``) run in process by llama.cpp (:class:`LlamaCppModel`),
+                            loaded once
 ``openai/<model>``          OpenAI (``OPENAI_API_KEY``, optional ``OPENAI_BASE_URL``)
 ``google/<model>``          Gemini through Google's OpenAI-compatible endpoint (``GOOGLE_AI_API_KEY``)
 ``openai-compatible/<m>``   any OpenAI-compatible server: vLLM, Ollama, a llama.cpp server
@@ -20,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engines import ProviderError
+from ..engines import LiveActivity, ProviderError
 from ..metrics import Metrics
 from .base import ChatModel, UnknownModelError
 from .fallback import FallbackChatModel
 from .llama_cpp import LlamaCppModel
 from .openai_compatible import GOOGLE_OPENAI_BASE_URL, OpenAICompatibleModel
+from .sampling import Sampling
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -53,9 +56,12 @@ class ModelContext:
     metrics: Metrics | None = None
     google_base_url: str = GOOGLE_OPENAI_BASE_URL  # tests point it at a loopback server
     retries: int = 1  # cloud models: retries before the first chunk
+    sampling: Sampling | None = None  # local models; its temperature is replaced by ``temperature``
+    live_activity: LiveActivity | None = None  # the server's; None: each model has its own
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> ModelContext:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None,
+                      live_activity: LiveActivity | None = None) -> ModelContext:
         def secret(value: object) -> str | None:
             return value.get_secret_value() or None if value is not None else None  # type: ignore[attr-defined]
 
@@ -74,6 +80,11 @@ class ModelContext:
             temperature=llm.temperature,
             timeout_s=llm.timeout_s,
             metrics=metrics,
+            sampling=Sampling(temperature=llm.temperature, top_p=llm.top_p, top_k=llm.top_k, min_p=llm.min_p,
+                              repeat_penalty=llm.repeat_penalty, repeat_last_n=llm.repeat_last_n,
+                              frequency_penalty=llm.frequency_penalty, presence_penalty=llm.presence_penalty,
+                              no_repeat_ngram=llm.no_repeat_ngram),
+            live_activity=live_activity,
         )
 
 
@@ -82,6 +93,19 @@ def _local_models() -> dict[str, str]:
     from ..model_files import load_manifest
 
     return {name: name for name, spec in load_manifest().items() if spec.kind == "llm"}
+
+
+def local_model_names(specs: list[object]) -> list[str]:
+    """The manifest models that these model specs run locally (``local/<name>``; other specs and unknown names are
+    skipped: resolving them reports those). Order kept, no duplicates: what ``voiceserver models fetch`` needs."""
+    known = _local_models()
+    names: list[str] = []
+    for spec in specs:
+        if isinstance(spec, str) and spec.strip().startswith("local/"):
+            name = known.get(spec.strip().partition("/")[2])
+            if name is not None and name not in names:
+                names.append(name)
+    return names
 
 
 class ModelRegistry:
@@ -151,15 +175,16 @@ class ModelRegistry:
             raise ProviderError("model_missing", str(exc), provider="local") from exc
         c = self.context
         return LlamaCppModel(model_file(c.models_dir, known[name], ".gguf"), model_id=spec, threads=c.threads,
-                             context=c.context, pool=c.pool, max_tokens=c.max_tokens, temperature=c.temperature,
-                             timeout_s=c.timeout_s, metrics=c.metrics)
+                             context=c.context, pool=c.pool, max_tokens=c.max_tokens, sampling=c.sampling,
+                             temperature=c.temperature, timeout_s=c.timeout_s, metrics=c.metrics,
+                             live_activity=c.live_activity)
 
     def _cloud(self, spec: str, name: str, *, provider: str, api_key: str | None, base_url: str | None
                ) -> ChatModel:
         c = self.context
         return OpenAICompatibleModel(name, api_key=api_key, base_url=base_url, model_id=spec, provider=provider,
                                      max_tokens=c.max_tokens, temperature=c.temperature, timeout_s=c.timeout_s,
-                                     retries=c.retries, metrics=c.metrics)
+                                     retries=c.retries, metrics=c.metrics, live_activity=c.live_activity)
 
     def _openai(self, spec: str, name: str) -> ChatModel:
         if not self.context.openai_api_key:

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, WebSocketRoute
 
-from ..engines import ProviderError
+from ..engines import LiveActivity, ProviderError
 from ..gateway.hub import SessionHub
 from ..gateway.native_ws import native_voice_endpoint
 from ..logs import get_logger
@@ -125,8 +125,9 @@ def required_models(settings: Settings, agents: dict[str, Any] | None = None) ->
             models.extend(spec if isinstance(spec, list) else [spec])
         wordllama = any(type(getattr(getattr(a, "memory", None), "embedder", None)).__name__ == "WordLlamaEmbedder"
                         for a in agents.values())
-    if any(isinstance(m, str) and m.startswith("local/") for m in models):
-        names.append("smollm2")
+    from ..llm.registry import local_model_names
+
+    names.extend(local_model_names(models))
     if wordllama:
         names.append("wordllama")
     return names
@@ -214,6 +215,9 @@ def build_server(
         server.tts = tts or speech.tts()
     except VoiceConfigError as exc:
         raise StartupError(str(exc)) from None
+    live_activity = LiveActivity()  # this server's live engine work; background LLM calls yield to it
+    for engine in (server.stt, server.tts, *getattr(server.stt, "engines", ()), *getattr(server.tts, "engines", ())):
+        engine.live_activity = live_activity  # fallback adapters call their engines' public methods
     server.slots.append(EngineSlot("stt", _warm(server.stt)))
     server.slots.append(EngineSlot("tts", _warm(server.tts)))
     server._closers += [server.stt.close, server.tts.close]
@@ -222,7 +226,7 @@ def build_server(
         from ..agent.config import build_agents
         from ..llm.registry import ModelContext, ModelRegistry
 
-        registry = ModelRegistry(ModelContext.from_settings(settings, metrics))
+        registry = ModelRegistry(ModelContext.from_settings(settings, metrics, live_activity))
         server.model_registry = registry
         server._closers.append(registry.close)
         cache: dict[str, Any] = {}

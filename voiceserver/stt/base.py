@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..audio import to_pcm16_16k
 from ..audio.format import AudioChunk
-from ..engines import call_with_policy
+from ..engines import LiveActivity, call_with_policy, live_scope
 from ..metrics import Metrics
 
 
@@ -37,6 +37,7 @@ class SpeechToText:
 
     provider: str = "base"
     capabilities = SttCapabilities()
+    live_activity: LiveActivity | None = None  # the server's, set by the composition root
 
     def __init__(self, *, timeout_s: float = 30.0, retries: int = 1, language: str | None = None,
                  metrics: Metrics | None = None):
@@ -52,11 +53,12 @@ class SpeechToText:
         """Transcribe one utterance. Raises ProviderError with a code on failure."""
         pcm = to_pcm16_16k(audio)
         started = time.perf_counter()
-        result = await call_with_policy(
-            lambda: self._transcribe(pcm, language or self.language),
-            provider=self.provider, operation="stt", timeout_s=self.timeout_s, retries=self.retries,
-            metrics=self.metrics,
-        )
+        with live_scope(self.live_activity):  # background LLM work waits while a caller is being transcribed
+            result = await call_with_policy(
+                lambda: self._transcribe(pcm, language or self.language),
+                provider=self.provider, operation="stt", timeout_s=self.timeout_s, retries=self.retries,
+                metrics=self.metrics,
+            )
         self.metrics.stage_seconds.labels("stt").observe(time.perf_counter() - started)
         result.text = result.text.strip()
         return result

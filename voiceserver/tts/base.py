@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..audio.format import AudioChunk
-from ..engines import ProviderError, stream_with_policy
+from ..engines import LiveActivity, ProviderError, live_scope, stream_with_policy
 from ..logs import get_logger
 from ..metrics import Metrics
 
@@ -30,6 +30,7 @@ class TextToSpeech:
 
     provider: str = "base"
     capabilities = TtsCapabilities()
+    live_activity: LiveActivity | None = None  # the server's, set by the composition root
 
     def __init__(self, *, voice: str | None = None, speed: float = 1.0, timeout_s: float = 30.0, retries: int = 1,
                  metrics: Metrics | None = None):
@@ -52,12 +53,13 @@ class TextToSpeech:
         text = text.strip()
         if not text:
             return
-        async for chunk in stream_with_policy(
-            lambda: self._synthesize(text, voice or self.voice, speed or self.speed), provider=self.provider,
-            operation="tts", call_label="tts", timeout_s=self.timeout_s, retries=self.retries, metrics=self.metrics,
-            first_item_stage="tts_first_audio", log=log,
-        ):
-            yield chunk
+        with live_scope(self.live_activity):  # background LLM work waits while a reply is being synthesised
+            async for chunk in stream_with_policy(
+                lambda: self._synthesize(text, voice or self.voice, speed or self.speed), provider=self.provider,
+                operation="tts", call_label="tts", timeout_s=self.timeout_s, retries=self.retries,
+                metrics=self.metrics, first_item_stage="tts_first_audio", log=log,
+            ):
+                yield chunk
 
     async def get_speakers(self) -> list[dict]:
         """The voices this provider offers: [{"voice_id": ..., "name": ...}]."""
