@@ -56,7 +56,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     width = max(len(r[0]) for r in rows)
     for name, kind, status, description in rows:
         print(f"{name:<{width}}  {kind:<8}  {status:<8}  {description}")
-    return 0 if all(r[2] == "ok" for r in rows) else 1
+    # An optional model that was never fetched is fine; a missing required one, or anything corrupt, is not.
+    return 0 if all(r[2] == "ok" or (r[2] == "missing" and r[3].endswith("(optional)")) for r in rows) else 1
 
 
 def _models_to_fetch(args: argparse.Namespace, settings: Any) -> list[str] | None:
