@@ -86,6 +86,10 @@ class SttConfig(_Section):
     threads: int = Field(2, ge=1, le=64)
     workers: int = Field(1, ge=1, le=16, description="parallel local transcriptions")
     beam_size: int = Field(1, ge=1, le=10)
+    window: Literal["fit", "full"] = Field(
+        "fit", description="local: fit Whisper's encoder window to the utterance (fast) or always use 30 s")
+    window_padding_s: float = Field(1.0, ge=0.0, le=10.0, description="silence after the utterance in a fitted window")
+    min_window_s: float = Field(3.0, ge=1.0, le=30.0, description="the smallest fitted window")
     timeout_s: float = Field(30.0, gt=0)
     retries: int = Field(1, ge=0, le=5)
 
@@ -156,6 +160,11 @@ class TurnConfig(_Section):
         True, description="start transcribing at a short pause, keep it if the caller stays silent"
     )
     pause_ms: int = Field(200, ge=0, le=2000, description="pause that starts a speculative transcription")
+    adaptive_endpoint: bool = Field(
+        True, description="end the turn sooner when the transcription at the pause reads as a complete sentence, "
+                          "later when it trails off ('and', 'um', a comma)")
+    complete_endpoint_ms: int = Field(300, ge=100, le=5000, description="silence that ends a complete sentence")
+    incomplete_endpoint_ms: int = Field(1000, ge=100, le=5000, description="silence that ends a trailing one")
     history_messages: int = Field(20, ge=0, le=1000, description="turns kept in a session without memory")
     first_phrase_max_chars: int = Field(
         32, ge=10, le=400, description="the first phrase of a reply is cut at a space after this many characters "

@@ -444,3 +444,18 @@ def test_voice_app_and_settings_voices_reach_the_session():
     server = build_server(settings, stt=ScriptedSTT(["x"]), tts=ToneTTS())
     voice = server.hub.deps.agents["Fast"].voice()
     assert voice is not None and voice.speed == 1.4 and voice.tts is server.tts
+
+
+def test_a_complete_sentence_ends_the_turn_sooner_and_a_trailing_one_later():
+    async def scenario(transcript):
+        agent, _ = agent_with("Okay.")
+        async with SessionProbe(agent=agent, stt=ScriptedSTT([transcript], delay_s=0.05),
+                                turn=TurnConfig(complete_endpoint_ms=300, incomplete_endpoint_ms=900)) as p:
+            await p.speak(600)
+            await p.silence(1200)
+            metrics = await p.wait_for("metrics")
+            return metrics.extra["endpoint_ms"]
+
+    assert run_virtual(scenario("What time is it?")) == 300.0
+    assert run_virtual(scenario("I would like to book a table for")) == 900.0
+    assert run_virtual(scenario("what is the weather")) == 500.0  # no punctuation: the client's silence_ms

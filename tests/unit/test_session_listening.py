@@ -32,3 +32,32 @@ def test_arrival_clock_maps_stream_positions_to_when_they_arrived():
     assert listener.arrival_of(30) == 1.02
     assert listener.arrival_of(60) == 1.04
     assert listener.arrival_of(500) == 1.04  # past the end: the last arrival
+
+
+def test_a_transcript_reads_as_complete_or_trailing():
+    from voiceserver.session.speech_text import utterance_complete
+
+    for text in ("What time is it?", "Book a table for two.", "I think so.", "What about this?", "Stop!"):
+        assert utterance_complete(text) is True, text
+    for text in ("I want to go to the", "Book a table for two and", "So, um,", "Well...", "My name is,"):
+        assert utterance_complete(text) is False, text
+    for text in ("", "   ", "what is the weather"):
+        assert utterance_complete(text) is None, text
+
+
+def test_the_endpoint_can_be_moved_for_the_current_utterance():
+    from voiceserver.session.listening import segmenter_config
+    from voiceserver.testing.session_probe import silence, tone
+    from voiceserver.vad.segmenter import Segmenter, SpeechEnd
+
+    seg = Segmenter(segmenter_config(SessionConfig(), LimitsConfig(), TurnConfig()))
+    seg.feed(tone(600))
+    assert not [e for e in seg.feed(silence(400)) if isinstance(e, SpeechEnd)]
+    assert seg.trailing_silence_ms >= 250  # webrtcvad's hangover counts the first frames of silence as voice
+    (end,) = seg.set_endpoint(seg.trailing_silence_ms)  # already that much silence: the utterance ends now
+    assert isinstance(end, SpeechEnd) and end.reason == "silence"
+    seg.feed(tone(600))
+    assert seg.set_endpoint(1000) == []
+    events = seg.feed(silence(800))
+    assert not [e for e in events if isinstance(e, SpeechEnd)]  # 800 ms is not enough any more
+    assert [e for e in seg.feed(silence(400)) if isinstance(e, SpeechEnd)]

@@ -87,7 +87,8 @@ class SpeechEngines:
                 self._stt[provider] = FasterWhisperSTT(
                     Path(settings.models_dir) / "whisper-base", threads=cfg.threads, workers=cfg.workers,
                     beam_size=max(cfg.beam_size, quality["beam_size"]), language=cfg.language,
-                    timeout_s=cfg.timeout_s, retries=cfg.retries, metrics=self.metrics)
+                    timeout_s=cfg.timeout_s, retries=cfg.retries, window=cfg.window,
+                    window_padding_s=cfg.window_padding_s, min_window_s=cfg.min_window_s, metrics=self.metrics)
         return self._stt[provider]
 
     def _tts_engine(self, provider: Provider) -> TextToSpeech:

@@ -71,10 +71,12 @@ class Listener:
 
 
 class Speculation:
-    """At most one transcription started early, valid until the caller speaks again."""
+    """At most one transcription started early, valid until the caller speaks again. ``on_result(text)`` is called
+    when a guess that is still valid finishes (the session adapts the endpoint to it)."""
 
-    def __init__(self, clock: Callable[[], float]):
+    def __init__(self, clock: Callable[[], float], on_result: Callable[[str], None] | None = None):
         self.clock = clock
+        self.on_result = on_result
         self._task: asyncio.Task | None = None
 
     def start(self, stt: SpeechToText, audio: bytes) -> None:
@@ -90,8 +92,14 @@ class Speculation:
             return result
 
         task = asyncio.create_task(guess(), name="speculative-stt")
-        task.add_done_callback(_ignore_result)
+        task.add_done_callback(self._finished)
         self._task = task
+
+    def _finished(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return  # a failed guess is simply not used
+        if task is self._task and self.on_result is not None:
+            self.on_result(task.result().text)
 
     def cancel(self) -> None:
         if self._task is not None:
@@ -102,8 +110,3 @@ class Speculation:
         """The running guess (the utterance ended as it was heard at the pause), or None."""
         task, self._task = self._task, None
         return task
-
-
-def _ignore_result(task: asyncio.Task) -> None:
-    if not task.cancelled():
-        task.exception()  # mark retrieved: a failed guess is simply not used

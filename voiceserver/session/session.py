@@ -44,7 +44,7 @@ from .events import (
 )
 from .listening import Listener, Speculation
 from .reply import Responder
-from .speech_text import KEYPAD
+from .speech_text import KEYPAD, utterance_complete
 from .turn import Turn, TurnRunner
 from .turn_log import log_turn
 
@@ -68,7 +68,7 @@ class Session:
         self.started = False
         self.closed = False
         self._listener: Listener | None = None
-        self._speculation = Speculation(deps.clock)
+        self._speculation = Speculation(deps.clock, on_result=self._on_guess)
         self._turn: Turn | None = None
         self._speech_turn_id: str | None = None
         self._carry_audio = b""  # audio of a turn cut short before it answered, joined to the next utterance
@@ -222,6 +222,18 @@ class Session:
                 turn = Turn(id=turn_id, audio=ev.audio, last_voiced_at=voiced_at, ended_at=now,
                             endpoint_ms=(now - voiced_at) * 1000 if voiced_at is not None else None)
                 self._begin_turn(turn, self._speculation.take())
+
+    def _on_guess(self, text: str) -> None:
+        """A transcription made at a pause is back while the caller is still silent: end the turn sooner when it
+        reads as a complete sentence, wait longer when it trails off (an adaptive endpoint)."""
+        cfg = self.deps.turn
+        if not cfg.adaptive_endpoint or self._listener is None:
+            return
+        complete = utterance_complete(text)
+        if complete is None:
+            return
+        silence_ms = cfg.complete_endpoint_ms if complete else cfg.incomplete_endpoint_ms
+        self._process_segments(self._listener.segmenter.set_endpoint(silence_ms), self.ctx.now())
 
     # --- other input ----------------------------------------------------------------------------------------------
 

@@ -161,3 +161,33 @@ def wants_long_answer(text: str) -> bool:
     """True when the caller asked for a long answer (a story, a detailed explanation): the reply may then run past
     the short voice limit."""
     return bool(_LONG_FORM.search(" ".join(text.lower().split())))
+
+
+# Words after which a speaker usually goes on: a statement ending on one of them is not finished. Words that can
+# end a sentence ("I think so.", "Turn it on.", "What about this?") are left out on purpose.
+_CONTINUES = frozenset((
+    "and", "or", "but", "because", "if", "which", "who", "whose", "whom", "when", "where", "while", "although",
+    "though", "unless", "until", "than", "of", "to", "for", "with", "from", "at", "by", "into", "the", "a", "an",
+    "my", "your", "his", "her", "their", "our", "um", "uh", "er", "erm", "hmm", "plus", "either", "neither", "nor",
+    "whether",
+))
+_FILLERS = re.compile(r"(\.\.\.|…|,|;|:|-|–|—)\s*$")
+
+
+def utterance_complete(text: str) -> bool | None:
+    """Whether a transcript reads as a finished turn: True for a complete sentence or question ("What time is
+    it?"), False when it trails off (a final "and", "um", a comma, an ellipsis), None when it cannot be told (no
+    final punctuation, or nothing said). Pure: the session's adaptive endpoint uses it."""
+    text = text.strip()
+    if not text:
+        return None
+    if _FILLERS.search(text):
+        return False
+    words = re.findall(r"[a-z']+", text.lower())
+    if not words:
+        return None
+    if text[-1] in "?!":
+        return True
+    if words[-1] in _CONTINUES:
+        return False
+    return True if text[-1] == "." else None

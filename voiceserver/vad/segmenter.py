@@ -176,6 +176,22 @@ class Segmenter:
             events.extend(self._frame(frame))
         return events
 
+    @property
+    def trailing_silence_ms(self) -> int:
+        """Silence since the last frame that counted as speech, in the current utterance (0 outside one)."""
+        return (self._index - self._last_voiced_end) * self.frame_ms if self._utterance is not None else 0
+
+    def set_endpoint(self, silence_ms: int) -> list[SegmentEvent]:
+        """Change the silence that ends the current utterance (an adaptive endpoint: shorter after a complete
+        sentence, longer after a trailing "and"). It holds until the utterance ends or speech resumes. When that
+        much silence has already passed, the utterance ends now and its SpeechEnd is returned."""
+        if self._utterance is None:
+            return []
+        self._endpoint_frames = max(1, math.ceil(silence_ms / self.frame_ms))
+        if self._index - self._last_voiced_end >= self._endpoint_frames:
+            return [self._end("silence")]
+        return []
+
     def commit(self) -> list[SegmentEvent]:
         """End the utterance now (push-to-talk). Voiced audio not yet confirmed as speech is ended too, preceded
         by its SpeechStart so every SpeechEnd has one. Returns [] when there is nothing voiced to end."""
@@ -206,6 +222,7 @@ class Segmenter:
         self._start = 0  # frame index where the current utterance starts
         self._last_voiced_end = 0  # frame index just after the last frame that counted as speech
         self._paused = False
+        self._endpoint_frames = self._silence_frames  # the current utterance's endpoint (see set_endpoint)
 
     def _idle_start(self, onset: int) -> int:
         # The ring holds the most recent frames, all after the previous utterance's end.
@@ -217,6 +234,7 @@ class Segmenter:
         self._utterance = bytearray(b"".join(ring[i] for i in range(skip, len(ring))))
         self._start = start
         self._paused = False
+        self._endpoint_frames = self._silence_frames
         ring.clear()
         self._voiced.clear()
 
@@ -273,6 +291,7 @@ class Segmenter:
                 if len(window) >= self._resume_frames:
                     window.clear()
                     self._last_voiced_end = now
+                    self._endpoint_frames = self._silence_frames  # an adaptive endpoint no longer applies
                     if self._paused:
                         self._paused = False
                         events.append(SpeechResume(now * self.frame_ms))
@@ -280,7 +299,7 @@ class Segmenter:
         if self._pause_frames and not self._paused and silence >= self._pause_frames:
             self._paused = True
             events.append(SpeechPause(now * self.frame_ms, bytes(self._utterance)))  # type: ignore[arg-type]
-        if silence >= self._silence_frames:
+        if silence >= self._endpoint_frames:
             events.append(self._end("silence"))
         elif now - self._start >= self._max_frames:
             events.append(self._end("max_length"))
