@@ -76,6 +76,16 @@ SENTENCES = [
     "Okay.", "No thank you.", "Yes, that is correct.",
     "I have been waiting on hold for forty minutes and nobody has answered, which is really frustrating.",
     "Before you go, could you check whether the back door is locked and the windows are closed?",
+    "Last spring we drove along the coast for a week, stopping in small fishing towns, eating grilled sardines and "
+    "watching the boats come back in the evening with their nets full.",
+    "I would like to know whether my insurance covers the repair of a cracked windscreen, because the garage quoted "
+    "me almost four hundred dollars and I do not want to pay that twice.",
+    "Could you help me plan a birthday party for twelve children, with games in the garden, a simple cake, and "
+    "something to do indoors in case it rains in the afternoon?",
+    "The instructions say to mix the powder with warm water, wait five minutes, stir again, and then pour it slowly "
+    "into the mould without making any bubbles.",
+    "When you get to the roundabout, take the second exit, keep going past the petrol station and the school, and "
+    "our house is the blue one on the left after the bakery.",
 ]
 
 _SPELLING = {"favourite": "favorite", "colour": "color", "colours": "colors", "watercolours": "watercolors",
@@ -126,10 +136,10 @@ def parse_config(spec: str) -> tuple[str, dict[str, float | str]]:
     """"fit:padding=2,min=5" -> ("fit:padding=2,min=5", {"window": "fit", "window_padding_s": 2, ...})."""
     name, _, rest = spec.partition(":")
     options: dict[str, float | str] = {"window": name}
-    keys = {"padding": "window_padding_s", "min": "min_window_s"}
+    keys = {"padding": "window_padding_s", "min": "min_window_s", "pad": "pad_with"}
     for part in filter(None, rest.split(";")):
         key, _, value = part.partition("=")
-        options[keys.get(key, key)] = float(value)
+        options[keys.get(key, key)] = value if key == "pad" else float(value)
     return spec, options
 
 
@@ -200,7 +210,8 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="full,fit",
-                        help="comma-separated: full | fit[:padding=S;min=S] (the first is the baseline)")
+                        help="comma-separated: full | fit[:padding=S;min=S;pad=audio|features] (the first is the "
+                             "baseline)")
     parser.add_argument("--voices", default="piper,espeak")
     parser.add_argument("--sentences", type=int, default=len(SENTENCES))
     parser.add_argument("--models", default=str(REPO / "models"))

@@ -42,6 +42,9 @@ class Metrics:
         self.sessions = Gauge("voiceserver_sessions", "Open voice sessions", ["gateway"], registry=r)
         self.turns = Counter("voiceserver_turns_total", "Completed user turns", ["outcome"], registry=r)
         self.barge_ins = Counter("voiceserver_barge_ins_total", "Replies interrupted by the caller", registry=r)
+        self.backchannels = Counter("voiceserver_backchannels_total",
+                                    "Sounds during a reply that paused it and let it go on (a cough, a mm-hmm)",
+                                    registry=r)
         self.errors = Counter("voiceserver_errors_total", "Errors sent to clients, by code", ["code"], registry=r)
         self.vad_lag_seconds = Histogram(
             "voiceserver_vad_lag_seconds", "From an audio frame's arrival to its VAD decision", registry=r,

@@ -88,8 +88,10 @@ class SttConfig(_Section):
     beam_size: int = Field(1, ge=1, le=10)
     window: Literal["fit", "full"] = Field(
         "fit", description="local: fit Whisper's encoder window to the utterance (fast) or always use 30 s")
-    window_padding_s: float = Field(1.0, ge=0.0, le=10.0, description="silence after the utterance in a fitted window")
-    min_window_s: float = Field(3.0, ge=1.0, le=30.0, description="the smallest fitted window")
+    window_padding_s: float = Field(
+        6.0, ge=0.0, le=30.0, description="silence after the utterance in a fitted window (less raises the word "
+                                          "error rate: scripts/bench_stt.py)")
+    min_window_s: float = Field(8.0, ge=1.0, le=30.0, description="the smallest fitted window")
     timeout_s: float = Field(30.0, gt=0)
     retries: int = Field(1, ge=0, le=5)
 
@@ -163,6 +165,13 @@ class TurnConfig(_Section):
     adaptive_endpoint: bool = Field(
         True, description="end the turn sooner when the transcription at the pause reads as a complete sentence, "
                           "later when it trails off ('and', 'um', a comma)")
+    false_interruption: bool = Field(
+        True, description="a sound during a reply pauses it; the reply resumes when it was only a cough or a "
+                          "'mm-hmm' (short, and no words but backchannel ones)")
+    onset_hint_ms: int = Field(60, ge=0, le=1000, description="voiced time that pauses a reply (0: never pause)")
+    interrupt_after_ms: int = Field(
+        300, ge=0, le=5000, description="speech this long past its confirmation interrupts a reply without waiting "
+                                        "for its words")
     complete_endpoint_ms: int = Field(300, ge=100, le=5000, description="silence that ends a complete sentence")
     incomplete_endpoint_ms: int = Field(1000, ge=100, le=5000, description="silence that ends a trailing one")
     history_messages: int = Field(20, ge=0, le=1000, description="turns kept in a session without memory")

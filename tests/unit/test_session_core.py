@@ -459,3 +459,89 @@ def test_a_complete_sentence_ends_the_turn_sooner_and_a_trailing_one_later():
     assert run_virtual(scenario("What time is it?")) == 300.0
     assert run_virtual(scenario("I would like to book a table for")) == 900.0
     assert run_virtual(scenario("what is the weather")) == 500.0  # no punctuation: the client's silence_ms
+
+
+def long_reply_session(stt_texts, **turn):
+    agent, model = agent_with(Reply(STORY, chunk_delay_s=0.01), "Okay, stopping.")
+    return SessionProbe(agent=agent, stt=ScriptedSTT(stt_texts), tts=ToneTTS(ms_per_char=40),
+                        turn=TurnConfig(output_lead_ms=100, **turn)), model
+
+
+def test_a_mm_hmm_pauses_the_reply_and_it_goes_on():
+    async def scenario():
+        probe, _ = long_reply_session(["tell me a story", "mm-hmm"])
+        async with probe as p:
+            await p.speak(600)
+            await p.silence(700)
+            started = await p.wait_for("response.audio.started")
+            await asyncio.sleep(1.0)
+            onset = p.now
+            await p.speak(260)  # a short "mm-hmm" over the reply
+            await p.silence(1500)
+            await p.wait_for("response.resumed")
+            done = await p.wait_for("response.done")
+            assert "response.cancelled" not in p.kinds() and not done.interrupted
+            assert done.text == STORY
+            assert p.kinds().count("response.started") == 1  # the "mm-hmm" did not become a turn
+            paused = p.first("response.paused").at
+            assert paused - onset <= 0.08  # paused at the first voiced frames (60 ms), not at confirmation
+            frames = [s.at for s in p.seen if s.kind == "audio" and s.event.turn_id == started.turn_id]
+            assert not [t for t in frames if paused < t < p.first("response.resumed").at]
+            assert p.metrics.backchannels._value.get() == 1
+
+    run_virtual(scenario())
+
+
+def test_a_short_word_over_the_reply_interrupts_it_and_is_answered():
+    async def scenario():
+        probe, model = long_reply_session(["tell me a story", "stop"])
+        async with probe as p:
+            await p.speak(600)
+            await p.silence(700)
+            await p.wait_for("response.audio.started")
+            await asyncio.sleep(1.0)
+            await p.speak(260)
+            await p.silence(1500)
+            cancelled = await p.wait_for("response.cancelled")
+            second = await p.wait_for("response.done", count=2)
+            assert cancelled.reason == "barge_in" and second.text == "Okay, stopping."
+            assert model.requests[1].messages[-1].content == "stop"  # the short word was not lost
+
+    run_virtual(scenario())
+
+
+def test_a_click_pauses_and_resumes_without_a_turn():
+    async def scenario():
+        probe, _ = long_reply_session(["tell me a story"])
+        async with probe as p:
+            await p.speak(600)
+            await p.silence(700)
+            await p.wait_for("response.audio.started")
+            await asyncio.sleep(1.0)
+            await p.speak(100)  # too short to be confirmed as speech
+            await p.silence(600)
+            await p.wait_for("response.resumed")
+            await p.wait_for("response.done")
+            assert p.kinds().count("speech.started") == 1 and "response.cancelled" not in p.kinds()
+
+    run_virtual(scenario())
+
+
+def test_real_speech_over_the_reply_stops_its_audio_at_once_and_interrupts_it():
+    async def scenario():
+        probe, _ = long_reply_session(["tell me a story", "wait a moment please"])
+        async with probe as p:
+            await p.speak(600)
+            await p.silence(700)
+            started = await p.wait_for("response.audio.started")
+            await asyncio.sleep(1.0)
+            onset = p.now
+            await p.speak(900)
+            cancelled = await p.wait_for("response.cancelled")
+            frames = [s.at for s in p.seen if s.kind == "audio" and s.event.turn_id == started.turn_id]
+            assert max(frames) - onset <= 0.08  # no reply audio after the first voiced frames
+            # Interrupted once the speech outlasted interrupt_after_ms past its confirmation (200 ms of voice).
+            assert abs(p.first("response.cancelled").at - onset - (0.2 + 0.3)) <= 0.06
+            assert cancelled.reason == "barge_in"
+
+    run_virtual(scenario())

@@ -30,7 +30,9 @@ from ..session.events import (
     ResponseAudioStarted,
     ResponseCancelled,
     ResponseDone,
+    ResponsePaused,
     ResponsePlayed,
+    ResponseResumed,
     ResponseStarted,
     ResponseTextDelta,
     SessionClosed,
@@ -198,6 +200,10 @@ def _body(event: Event) -> dict[str, Any] | None:
         return {"type": "response.text.delta", "turn_id": event.turn_id, "delta": event.delta}
     if isinstance(event, ResponseAudioStarted):
         return {"type": "response.audio.started", "turn_id": event.turn_id, **event.format.to_dict()}
+    if isinstance(event, ResponsePaused):
+        return {"type": "response.paused", "turn_id": event.turn_id}
+    if isinstance(event, ResponseResumed):
+        return {"type": "response.resumed", "turn_id": event.turn_id}
     if isinstance(event, ResponseDone):
         return {"type": "response.done", "turn_id": event.turn_id, "text": event.text, "interrupted": event.interrupted}
     if isinstance(event, ResponseCancelled):

@@ -84,6 +84,20 @@ class ResponseAudio(Event):
 
 
 @dataclass(slots=True)
+class ResponsePaused(Event):
+    """Reply audio stops for a moment: the caller may be interrupting (a client may pause its own buffer too)."""
+
+    turn_id: str
+
+
+@dataclass(slots=True)
+class ResponseResumed(Event):
+    """It was only a cough or a "mm-hmm": the reply goes on where it paused."""
+
+    turn_id: str
+
+
+@dataclass(slots=True)
 class ResponseDone(Event):
     turn_id: str
     text: str

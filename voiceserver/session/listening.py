@@ -29,7 +29,8 @@ def segmenter_config(config: SessionConfig, limits: LimitsConfig, turn: TurnConf
     return SegmenterConfig(aggressiveness=config.vad_aggressiveness, silence_ms=config.vad_silence_ms,
                            prefix_ms=config.vad_prefix_ms, min_speech_ms=config.vad_min_speech_ms,
                            max_utterance_ms=int(limits.max_utterance_s * 1000),
-                           pause_ms=turn.pause_ms if turn.speculative_stt else 0)
+                           pause_ms=turn.pause_ms if turn.speculative_stt else 0,
+                           onset_hint_ms=turn.onset_hint_ms if turn.false_interruption else 0)
 
 
 class Listener:

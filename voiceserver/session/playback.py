@@ -26,6 +26,7 @@ class PlaybackTracker:
         self.sent_ms = 0.0
         self.first_audio_at: float | None = None
         self.reported_played_ms: float | None = None
+        self.paused_at: float | None = None  # sending is paused (a possible interruption): playback time stands still
 
     def begin_phrase(self, text: str) -> None:
         self.phrases.append(PhraseSpan(text, self.sent_ms))
@@ -45,16 +46,29 @@ class PlaybackTracker:
         if self.reported_played_ms is None or played > self.reported_played_ms:
             self.reported_played_ms = played
 
+    def pause(self, now: float) -> None:
+        if self.paused_at is None:
+            self.paused_at = now
+
+    def resume(self, now: float) -> None:
+        """Sending goes on: the paused time does not count as played."""
+        if self.paused_at is not None:
+            if self.first_audio_at is not None:
+                self.first_audio_at += now - self.paused_at
+            self.paused_at = None
+
     def elapsed_ms(self, now: float) -> float:
         """Real-time playback position if the client plays audio as it arrives."""
         if self.first_audio_at is None:
             return 0.0
+        now = self.paused_at if self.paused_at is not None else now
         return min(self.sent_ms, (now - self.first_audio_at) * 1000.0)
 
     def ahead_ms(self, now: float) -> float:
         """How far sending is ahead of real-time playback (used to pace the output)."""
         if self.first_audio_at is None:
             return 0.0
+        now = self.paused_at if self.paused_at is not None else now
         return self.sent_ms - (now - self.first_audio_at) * 1000.0
 
     def heard_text(self) -> str:

@@ -79,7 +79,26 @@ class Reply:
         self.chars = 0
         self.full = False
         self._announced = False
+        self._sending = asyncio.Event()  # cleared while a possible interruption pauses the audio
+        self._sending.set()
+        turn.reply_handle = self
         self._task = asyncio.create_task(self._speak(), name=f"speak-{turn.id}")
+
+    @property
+    def paused(self) -> bool:
+        return not self._sending.is_set()
+
+    def pause(self) -> None:
+        """Stop sending audio now, keeping the place (the caller may be interrupting)."""
+        if self._sending.is_set():
+            self._sending.clear()
+            self.turn.playback.pause(self.ctx.now())
+
+    def resume(self) -> None:
+        """Go on sending from where the reply paused."""
+        if not self._sending.is_set():
+            self.turn.playback.resume(self.ctx.now())
+            self._sending.set()
 
     async def delta(self, text: str) -> None:
         """Model text as it streams; ignored once the reply is full."""
@@ -164,9 +183,15 @@ class Reply:
 
     async def _send(self, frame: bytes, index: int) -> None:
         turn, fmt = self.turn, self.output_format
-        ahead = turn.playback.ahead_ms(self.ctx.now()) - self.config.output_lead_ms
-        if ahead > 0:
+        while True:
+            if not self._sending.is_set():
+                await self._sending.wait()
+            ahead = turn.playback.ahead_ms(self.ctx.now()) - self.config.output_lead_ms
+            if ahead <= 0:
+                break
             await asyncio.sleep(ahead / 1000)  # pace to real time so "sent" stays close to "heard"
+            if self._sending.is_set():
+                break
         if not self._announced:
             self._announced = True
             await self.ctx.outbox.put(ResponseAudioStarted(turn.id, fmt))

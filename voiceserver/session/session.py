@@ -16,9 +16,10 @@ import dataclasses
 from collections.abc import Coroutine
 from typing import Any
 
+from ..audio.format import AudioChunk
 from ..ids import new_id
 from ..logs import get_logger, log_context
-from ..vad.segmenter import SpeechEnd, SpeechPause, SpeechResume, SpeechStart
+from ..vad.segmenter import SpeechEnd, SpeechOnset, SpeechOnsetLost, SpeechPause, SpeechResume, SpeechStart
 from .context import SessionContext, SessionDeps
 from .dialog import SpokenDialog
 from .events import (
@@ -33,7 +34,9 @@ from .events import (
     Pong,
     ResponseCancelled,
     ResponseDone,
+    ResponsePaused,
     ResponsePlayed,
+    ResponseResumed,
     SessionClosed,
     SessionConfig,
     SessionStarted,
@@ -41,10 +44,11 @@ from .events import (
     SpeechStopped,
     StartSession,
     ToolDecision,
+    Transcript,
 )
 from .listening import Listener, Speculation
 from .reply import Responder
-from .speech_text import KEYPAD, utterance_complete
+from .speech_text import KEYPAD, is_backchannel, utterance_complete
 from .turn import Turn, TurnRunner
 from .turn_log import log_turn
 
@@ -73,6 +77,8 @@ class Session:
         self._speech_turn_id: str | None = None
         self._carry_audio = b""  # audio of a turn cut short before it answered, joined to the next utterance
         self._tasks: set[asyncio.Task] = set()
+        self._held: Turn | None = None  # a reply paused by a sound that may be an interruption
+        self._barge_at_ms: int | None = None  # stream time at which the speech over a paused reply interrupts it
 
     @property
     def id(self) -> str:
@@ -200,13 +206,27 @@ class Session:
         events, now = self._listener.feed(audio, arrived_at)
         if events:
             self._process_segments(events, now)
+        if self._barge_at_ms is not None and self._listener.segmenter.last_voiced_ms >= self._barge_at_ms:
+            self._barge_at_ms = None  # the caller kept talking over the paused reply: a real interruption
+            self._barge_in()
 
     def _process_segments(self, events: list, now: float) -> None:
         for ev in events:
-            if isinstance(ev, SpeechStart):
+            if isinstance(ev, SpeechOnset):
+                self._pause_reply()
+            elif isinstance(ev, SpeechOnsetLost):
+                self._resume_reply()
+            elif isinstance(ev, SpeechStart):
                 self._speech_turn_id = new_id("turn")
-                if self._turn is not None and not self._turn.done:
-                    self._spawn(self._interrupt("barge_in", turn=self._turn))
+                turn = self._turn
+                if turn is not None and not turn.done:
+                    if self.deps.turn.false_interruption and turn.responding and turn.reply_handle is not None:
+                        # Maybe only a "mm-hmm": the reply waits, paused, until the speech is long enough to be an
+                        # interruption or turns out to hold no words.
+                        self._pause_reply()
+                        self._barge_at_ms = int(ev.confirmed_ms) + self.deps.turn.interrupt_after_ms
+                    else:
+                        self._barge_in()
                 self.ctx.emit(SpeechStarted(self._speech_turn_id, int(ev.start_ms), int(ev.confirmed_ms)))
             elif isinstance(ev, SpeechPause):
                 # A guess at a short pause: kept when the caller stays silent until the endpoint.
@@ -221,7 +241,57 @@ class Session:
                 voiced_at = self._listener.arrival_of(ev.last_voiced_ms)
                 turn = Turn(id=turn_id, audio=ev.audio, last_voiced_at=voiced_at, ended_at=now,
                             endpoint_ms=(now - voiced_at) * 1000 if voiced_at is not None else None)
-                self._begin_turn(turn, self._speculation.take())
+                if self._barge_at_ms is not None:
+                    # Short speech over a paused reply: its words decide whether the reply goes on.
+                    self._barge_at_ms = None
+                    self._spawn(self._check_backchannel(turn, self._speculation.take()))
+                else:
+                    self._begin_turn(turn, self._speculation.take())
+
+    def _pause_reply(self) -> None:
+        turn = self._turn
+        if (not self.deps.turn.false_interruption or turn is None or turn.done or not turn.responding
+                or turn.reply_handle is None or turn.reply_handle.paused):
+            return
+        turn.reply_handle.pause()
+        self._held = turn
+        self.ctx.emit(ResponsePaused(turn.id))
+
+    def _resume_reply(self) -> None:
+        turn, self._held = self._held, None
+        if turn is None or turn.done or turn.reply_handle is None or self._barge_at_ms is not None:
+            return
+        turn.reply_handle.resume()
+        self.ctx.emit(ResponseResumed(turn.id))
+
+    def _barge_in(self) -> None:
+        self._held = None
+        if self._turn is not None and not self._turn.done:
+            self._spawn(self._interrupt("barge_in", turn=self._turn))
+
+    async def _check_backchannel(self, utterance: Turn, speculative: asyncio.Task | None) -> None:
+        """A short utterance over a paused reply: a "mm-hmm" (or nothing) lets the reply go on; words interrupt it
+        and become the next turn, so nothing the caller said is lost."""
+        result = None
+        if speculative is not None:
+            with contextlib.suppress(Exception):
+                result = await speculative
+        if result is None:
+            try:
+                result = await self.ctx.listener().transcribe(AudioChunk(utterance.audio, 16000))
+            except Exception:  # noqa: BLE001 - cannot tell: treat it as words rather than lose them
+                result = None
+        if result is not None and is_backchannel(result.text):
+            self.deps.metrics.backchannels.inc()
+            log.info("backchannel: the reply goes on", fields={"heard": result.text})
+            self._resume_reply()
+            return
+        if self._turn is not None and not self._turn.done:
+            await self._interrupt("barge_in", turn=self._turn)
+        if result is not None:
+            utterance.text = result.text
+            self.ctx.emit(Transcript(utterance.id, result.text))
+        self._begin_turn(utterance, None)
 
     def _on_guess(self, text: str) -> None:
         """A transcription made at a pause is back while the caller is still silent: end the turn sooner when it
@@ -297,6 +367,8 @@ class Session:
             return
         turn.done = True
         turn.outcome = "interrupted"
+        if self._held is turn:
+            self._held = None
         turn.task.cancel()
         with contextlib.suppress(BaseException):
             await turn.task

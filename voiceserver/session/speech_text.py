@@ -191,3 +191,16 @@ def utterance_complete(text: str) -> bool | None:
     if words[-1] in _CONTINUES:
         return False
     return True if text[-1] == "." else None
+
+
+_BACKCHANNEL = frozenset((
+    "mm", "mmm", "hmm", "mhm", "mm-hmm", "mmhmm", "uh-huh", "uh", "huh", "ah", "aha", "oh", "um", "yeah", "yep",
+    "yes", "ok", "okay", "right", "sure", "alright", "cool", "nice", "wow", "i", "see",
+))
+
+
+def is_backchannel(text: str) -> bool:
+    """True when a short utterance during a reply holds no words but listening noises ("mm-hmm", "yeah", "I see",
+    a cough transcribed as nothing): the reply should go on."""
+    words = re.findall(r"[a-z'-]+", text.lower())
+    return all(word.strip("-'") in _BACKCHANNEL for word in words)

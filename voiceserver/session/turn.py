@@ -48,6 +48,7 @@ class Turn:
     recorder: Literal["answerer", "session"] = "session"  # who keeps this exchange in the conversation
     responding: bool = False
     playback: PlaybackTracker = field(default_factory=PlaybackTracker)
+    reply_handle: Any = None  # the Reply speaking this turn (paused and resumed around a possible interruption)
     reply_parts: list[str] = field(default_factory=list)  # the phrases queued for speaking, in order
     metrics: dict[str, float] = field(default_factory=dict)
     error_code: str | None = None

@@ -64,7 +64,8 @@ class FasterWhisperSTT(SpeechToText):
     def __init__(self, model_dir: Path | str, *, threads: int = 2, workers: int = 1, beam_size: int = 1,
                  language: str | None = "en", compute_type: str = "int8", metrics: Metrics | None = None,
                  timeout_s: float = 30.0, retries: int = 0, initial_prompt: str | None = None,
-                 window: Literal["fit", "full"] = "fit", window_padding_s: float = 1.0, min_window_s: float = 3.0):
+                 window: Literal["fit", "full"] = "fit", window_padding_s: float = 6.0, min_window_s: float = 8.0,
+                 pad_with: Literal["audio", "features"] = "audio"):
         super().__init__(timeout_s=timeout_s, retries=retries, language=language, metrics=metrics)
         if threads < 1 or workers < 1 or beam_size < 1:
             raise ValueError("threads, workers and beam_size must be at least 1")
@@ -79,6 +80,7 @@ class FasterWhisperSTT(SpeechToText):
         self.window = window
         self.window_padding_s = window_padding_s
         self.min_window_s = min_window_s
+        self.pad_with = pad_with  # "features": zeros after the features, as faster-whisper pads its 30 s window
         self.gate = EngineGate("stt", workers, self.metrics)
         self._decoding: Any = None  # (tokenizer, suppressed tokens) for the fitted-window path, built once
         self._model: Any = None
@@ -163,7 +165,8 @@ class FasterWhisperSTT(SpeechToText):
         window = window_frames(frames, padding_s=self.window_padding_s, min_window_s=self.min_window_s)
         # Pad the audio (not the features) with silence up to the window, as Whisper's training data was padded:
         # the model then reads the rest of the window as the silence it is, and stops.
-        features = model.feature_extractor(audio, padding=window * hop - len(audio) + hop)
+        padding = window * hop - len(audio) + hop if self.pad_with == "audio" else hop
+        features = model.feature_extractor(audio, padding=padding)
         tokenizer, suppressed = self._decoding_for(model, language)
         view = ctranslate2.StorageView.from_array(np.ascontiguousarray(pad_or_trim(features, window)[None],
                                                                       dtype=np.float32))

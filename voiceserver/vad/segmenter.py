@@ -55,6 +55,21 @@ class SpeechStart:
 
 
 @dataclass(slots=True)
+class SpeechOnset:
+    """The first voiced frames (``onset_hint_ms`` of them) while idle: maybe speech, not yet confirmed. A reply
+    playing now can pause at once, long before the speech is confirmed."""
+
+    at_ms: int
+
+
+@dataclass(slots=True)
+class SpeechOnsetLost:
+    """The voiced frames after a SpeechOnset died out without becoming speech (a click, a cough)."""
+
+    at_ms: int
+
+
+@dataclass(slots=True)
 class SpeechPause:
     """``pause_ms`` of silence inside an utterance; ``audio`` is the utterance so far (``start_ms`` to ``at_ms``)."""
 
@@ -84,7 +99,7 @@ class SpeechEnd:
         return self.end_ms - self.start_ms
 
 
-SegmentEvent = SpeechStart | SpeechPause | SpeechResume | SpeechEnd
+SegmentEvent = SpeechOnset | SpeechOnsetLost | SpeechStart | SpeechPause | SpeechResume | SpeechEnd
 
 
 @dataclass
@@ -101,11 +116,12 @@ class SegmenterConfig:
     pause_ms: int = 200  # early "pause" hint for speculative transcription; 0 disables
     onset_tolerance_ms: int = 100  # total unvoiced time allowed inside the onset window
     resume_ms: int = 60  # voiced time that resumes speech after the hold time
+    onset_hint_ms: int = 0  # voiced time that emits SpeechOnset before confirmation; 0 disables it
 
     def __post_init__(self) -> None:
         validate_vad_params(self.aggressiveness, self.sample_rate, self.frame_ms)
         for name in ("silence_ms", "prefix_ms", "min_speech_ms", "max_utterance_ms", "pause_ms",
-                     "onset_tolerance_ms", "resume_ms"):
+                     "onset_tolerance_ms", "resume_ms", "onset_hint_ms"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
@@ -134,6 +150,8 @@ class Segmenter:
         self.frame_bytes = config.frame_bytes
         self._onset_frames = max(1, math.ceil(config.min_speech_ms / f))
         self._onset_window = self._onset_frames + math.ceil(config.onset_tolerance_ms / f)
+        hint = math.ceil(config.onset_hint_ms / f)
+        self._hint_frames = hint if 0 < hint < self._onset_frames else 0
         self._prefix_frames = math.ceil(config.prefix_ms / f)
         self._silence_frames = max(1, math.ceil(config.silence_ms / f))
         pause_frames = math.ceil(config.pause_ms / f)
@@ -175,6 +193,11 @@ class Segmenter:
         for frame in self._framer.push(pcm16):
             events.extend(self._frame(frame))
         return events
+
+    @property
+    def last_voiced_ms(self) -> int:
+        """Stream time just after the last frame that counted as speech in the current utterance."""
+        return self._last_voiced_end * self.frame_ms
 
     @property
     def trailing_silence_ms(self) -> int:
@@ -223,6 +246,7 @@ class Segmenter:
         self._last_voiced_end = 0  # frame index just after the last frame that counted as speech
         self._paused = False
         self._endpoint_frames = self._silence_frames  # the current utterance's endpoint (see set_endpoint)
+        self._hinted = False  # a SpeechOnset was emitted and neither confirmed nor lost yet
 
     def _idle_start(self, onset: int) -> int:
         # The ring holds the most recent frames, all after the previous utterance's end.
@@ -267,10 +291,18 @@ class Segmenter:
         while window and window[0] <= oldest:
             window.popleft()
         if len(window) < self._onset_frames:
+            if self._hint_frames:
+                if not self._hinted and len(window) >= self._hint_frames:
+                    self._hinted = True
+                    return [SpeechOnset(now * self.frame_ms)]
+                if self._hinted and not window:
+                    self._hinted = False
+                    return [SpeechOnsetLost(now * self.frame_ms)]
             return []
         onset = window[0]
         start = self._idle_start(onset)
         self._begin(start)
+        self._hinted = False
         self._last_voiced_end = now
         return [SpeechStart(start * self.frame_ms, now * self.frame_ms)]
 
