@@ -170,7 +170,7 @@ class TurnConfig(_Section):
                           "'mm-hmm' (short, and no words but backchannel ones)")
     onset_hint_ms: int = Field(60, ge=0, le=1000, description="voiced time that pauses a reply (0: never pause)")
     interrupt_after_ms: int = Field(
-        300, ge=0, le=5000, description="speech this long past its confirmation interrupts a reply without waiting "
+        500, ge=0, le=5000, description="speech this long past its confirmation interrupts a reply without waiting "
                                         "for its words")
     complete_endpoint_ms: int = Field(300, ge=100, le=5000, description="silence that ends a complete sentence")
     incomplete_endpoint_ms: int = Field(1000, ge=100, le=5000, description="silence that ends a trailing one")

@@ -92,7 +92,7 @@ def test_barge_in_keeps_the_text_heard_up_to_played_ms():
             played = len(first_phrase) * 40 + 800
             await asyncio.sleep(played / 1000)  # the client reports what it played as it plays
             await p.send(ResponsePlayed(started.turn_id, played))
-            await p.speak(600)  # the caller talks over the reply
+            await p.speak(1000)  # the caller talks over the reply
             cancelled = await p.wait_for("response.cancelled")
             done = p.events("response.done")[0]
             assert cancelled.turn_id == started.turn_id and cancelled.reason == "barge_in"
@@ -488,6 +488,8 @@ def test_a_mm_hmm_pauses_the_reply_and_it_goes_on():
             frames = [s.at for s in p.seen if s.kind == "audio" and s.event.turn_id == started.turn_id]
             assert not [t for t in frames if paused < t < p.first("response.resumed").at]
             assert p.metrics.backchannels._value.get() == 1
+            # It went on at the first pause in the "mm-hmm" (its transcription said so), not at the endpoint.
+            assert p.first("response.resumed").at < p.last("speech.stopped").at
 
     run_virtual(scenario())
 
@@ -541,7 +543,7 @@ def test_real_speech_over_the_reply_stops_its_audio_at_once_and_interrupts_it():
             frames = [s.at for s in p.seen if s.kind == "audio" and s.event.turn_id == started.turn_id]
             assert max(frames) - onset <= 0.08  # no reply audio after the first voiced frames
             # Interrupted once the speech outlasted interrupt_after_ms past its confirmation (200 ms of voice).
-            assert abs(p.first("response.cancelled").at - onset - (0.2 + 0.3)) <= 0.06
+            assert abs(p.first("response.cancelled").at - onset - (0.2 + 0.5)) <= 0.06
             assert cancelled.reason == "barge_in"
 
     run_virtual(scenario())

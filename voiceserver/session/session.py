@@ -79,6 +79,7 @@ class Session:
         self._tasks: set[asyncio.Task] = set()
         self._held: Turn | None = None  # a reply paused by a sound that may be an interruption
         self._barge_at_ms: int | None = None  # stream time at which the speech over a paused reply interrupts it
+        self._waved_through = False  # the pause's transcription was a backchannel: the reply already goes on
 
     @property
     def id(self) -> str:
@@ -206,7 +207,8 @@ class Session:
         events, now = self._listener.feed(audio, arrived_at)
         if events:
             self._process_segments(events, now)
-        if self._barge_at_ms is not None and self._listener.segmenter.last_voiced_ms >= self._barge_at_ms:
+        if (self._barge_at_ms is not None and not self._waved_through
+                and self._listener.segmenter.last_voiced_ms >= self._barge_at_ms):
             self._barge_at_ms = None  # the caller kept talking over the paused reply: a real interruption
             self._barge_in()
 
@@ -233,6 +235,9 @@ class Session:
                 self._speculation.start(self.ctx.listener(), self._carry_audio + ev.audio)
             elif isinstance(ev, SpeechResume):
                 self._speculation.cancel()  # they kept talking: that guess heard only part of it
+                if self._waved_through:  # more than a "mm-hmm" after all: pause the reply again
+                    self._waved_through = False
+                    self._pause_reply()
             elif isinstance(ev, SpeechEnd):
                 turn_id = self._speech_turn_id or new_id("turn")
                 self._speech_turn_id = None
@@ -241,7 +246,11 @@ class Session:
                 voiced_at = self._listener.arrival_of(ev.last_voiced_ms)
                 turn = Turn(id=turn_id, audio=ev.audio, last_voiced_at=voiced_at, ended_at=now,
                             endpoint_ms=(now - voiced_at) * 1000 if voiced_at is not None else None)
-                if self._barge_at_ms is not None:
+                if self._waved_through:  # a backchannel, and the reply went on at its pause: nothing to answer
+                    self._barge_at_ms, self._waved_through = None, False
+                    self._speculation.take()
+                    self.deps.metrics.backchannels.inc()
+                elif self._barge_at_ms is not None:
                     # Short speech over a paused reply: its words decide whether the reply goes on.
                     self._barge_at_ms = None
                     self._spawn(self._check_backchannel(turn, self._speculation.take()))
@@ -257,9 +266,10 @@ class Session:
         self._held = turn
         self.ctx.emit(ResponsePaused(turn.id))
 
-    def _resume_reply(self) -> None:
+    def _resume_reply(self, *, keep_pending: bool = False) -> None:
         turn, self._held = self._held, None
-        if turn is None or turn.done or turn.reply_handle is None or self._barge_at_ms is not None:
+        if turn is None or turn.done or turn.reply_handle is None or (self._barge_at_ms is not None
+                                                                        and not keep_pending):
             return
         turn.reply_handle.resume()
         self.ctx.emit(ResponseResumed(turn.id))
@@ -297,6 +307,12 @@ class Session:
         """A transcription made at a pause is back while the caller is still silent: end the turn sooner when it
         reads as a complete sentence, wait longer when it trails off (an adaptive endpoint)."""
         cfg = self.deps.turn
+        if self._barge_at_ms is not None and self._held is not None and is_backchannel(text):
+            # Over a paused reply, and only a "mm-hmm" so far: let the reply go on now rather than at the endpoint.
+            log.info("backchannel: the reply goes on", fields={"heard": text})
+            self._waved_through = True
+            self._resume_reply(keep_pending=True)
+            return
         if not cfg.adaptive_endpoint or self._listener is None:
             return
         complete = utterance_complete(text)
