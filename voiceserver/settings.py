@@ -192,6 +192,40 @@ class TurnConfig(_Section):
         description="spoken when a provider fails and no fallback is left ('' to stay silent)")
 
 
+class TwilioConfig(_Section):
+    """The Twilio Media Streams bridge: ``POST /v1/twilio/voice`` (the call webhook) and ``WS /v1/twilio/stream``."""
+
+    auth_token: SecretStr | None = Field(
+        None, description="the Twilio account's auth token: when set, X-Twilio-Signature is checked on the webhook "
+                          "and on the stream's WebSocket upgrade, and the stream must carry the token the webhook "
+                          "issued for that call")
+    public_url: str | None = Field(
+        None, pattern=r"^https?://[^/?#\s]+/?$",
+        description="https://host[:port] at which Twilio reaches this server (signatures are computed on it and "
+                    "the stream URL is built from it); default: the request's Host and X-Forwarded-Proto/-Host")
+    outbound_lead_ms: int = Field(
+        200, ge=20, le=5000, description="reply audio is sent to Twilio at most this far ahead of the caller's "
+                                         "playback, so a clear on barge-in cuts at most this much")
+    max_buffered_ms: int = Field(
+        10000, ge=500, le=600000, description="reply audio held in the gateway before it is sent; beyond this the "
+                                              "session waits (backpressure)")
+    max_message_bytes: int = Field(65536, ge=1024, le=1 << 20,
+                                   description="a larger stream message is logged (message_too_large) and dropped")
+    max_webhook_bytes: int = Field(65536, ge=1024, le=1 << 20, description="a larger webhook body is a 413")
+    start_timeout_s: float = Field(10.0, gt=0, le=300,
+                                   description="the stream must send its start message within this time")
+    identify_callers: bool = Field(
+        True, description="the caller's number (From; To for outbound calls) becomes the session's resource "
+                          "(tel:<digits>), so a caller who calls back is remembered; false: every call is anonymous")
+    thread_per: Literal["caller", "call"] = Field(
+        "caller", description="caller: one ongoing conversation per caller (<resource>:phone); call: a new thread "
+                              "per call (call:<CallSid>), the caller still known by working memory and recall")
+    agent: str | None = Field(None, description="agent answering calls (default: the server's default agent); the "
+                                                "webhook URL's ?agent= wins")
+    max_log_per_code: int = Field(20, ge=0, le=10000,
+                                  description="bad stream messages logged per call and code (all are counted)")
+
+
 class Settings(BaseSettings):
     """Everything the server reads from its environment, in one validated object."""
 
@@ -230,6 +264,7 @@ class Settings(BaseSettings):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)
+    twilio: TwilioConfig = Field(default_factory=TwilioConfig)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -276,7 +311,8 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, so the logger can scrub them."""
-        values = [self.openai_api_key, self.google_ai_api_key, self.llm.openai_compatible_api_key, *self.api_keys]
+        values = [self.openai_api_key, self.google_ai_api_key, self.llm.openai_compatible_api_key, *self.api_keys,
+                  self.twilio.auth_token]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         found += [v for k, v in self.lancedb_storage_options.items()
                   if any(word in k.lower() for word in ("key", "secret", "token", "password")) and v]
