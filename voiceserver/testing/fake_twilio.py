@@ -76,7 +76,7 @@ class CallRecord:
     played: bytearray = field(default_factory=bytearray)
     marks_sent: list[str] = field(default_factory=list)
     marks_echoed: list[EchoedMark] = field(default_factory=list)
-    clears: list[float] = field(default_factory=list)
+    clears: list[tuple[float, float]] = field(default_factory=list)  # (when, ms of reply audio played by then)
 
 
 class FakeTwilioCall:
@@ -222,7 +222,7 @@ class FakeTwilioCall:
                     self._out.append(("mark", message["mark"]["name"]))
                     self._out_ready.set()
                 elif event == "clear":
-                    record.clears.append(time.perf_counter())
+                    record.clears.append((time.perf_counter(), len(record.played) / 8))
                     self._generation += 1
                     pending = [name for kind, name in self._out if kind == "mark"]
                     self._out.clear()
@@ -291,6 +291,16 @@ class FakeTwilioCall:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(0.1):
                             await self._changed.wait()
+
+    async def wait_until_played(self, *, quiet_s: float = 0.5, timeout: float = 30.0) -> None:
+        """Wait until every mark was echoed and the server sent nothing for ``quiet_s`` (the reply is over)."""
+        def done(call: FakeTwilioCall) -> bool:
+            record = call.record
+            last = record.received[-1].at if record.received else 0.0
+            return (len(record.marks_echoed) >= len(record.marks_sent) and not call._out
+                    and time.perf_counter() - last >= quiet_s)
+
+        await self.wait_for(done, timeout)
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [r.message for r in self.record.received if r.message.get("event") == kind]
