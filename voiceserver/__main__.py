@@ -114,19 +114,41 @@ def build_parser() -> argparse.ArgumentParser:
     common(lst)
     models.set_defaults(func=cmd_models)
 
-    talk = sub.add_parser("talk", help="send one spoken or typed turn to a server and save the spoken reply")
+    talk = sub.add_parser(
+        "talk", help="talk to a server: one turn from a file or text, or a conversation from a microphone",
+        description="One turn (--file WAV or --text, reply saved with --out), or a continuous conversation until "
+                    "Ctrl-C: --mic (speaker out), --pipe (raw pcm16 on stdin/stdout), --file WAV --conversation. "
+                    "Conversations reconnect when the server goes away and show a one-line status.")
     talk.add_argument("--url", default="ws://127.0.0.1:8080/v1/voice", help="server WebSocket URL")
-    source = talk.add_mutually_exclusive_group(required=True)
+    source = talk.add_mutually_exclusive_group()
     source.add_argument("--file", metavar="WAV", help="question as a WAV file (any rate, mono or stereo)")
     source.add_argument("--text", help="question as text")
+    source.add_argument("--mic", action="store_true",
+                        help="continuous conversation with the microphone and speaker (extra 'kiosk')")
+    source.add_argument("--pipe", action="store_true",
+                        help="continuous conversation: raw pcm16 mono from stdin, replies (16 kHz) to stdout")
+    talk.add_argument("--conversation", action="store_true",
+                      help="with --file: every utterance of the file, replies to --out, until the file ends")
     talk.add_argument("--out", metavar="WAV", help="write the reply audio here")
-    talk.add_argument("--resource", help="caller id")
+    talk.add_argument("--resource", help="caller id (a conversation keeps it across reconnections)")
     talk.add_argument("--thread", help="conversation id")
     talk.add_argument("--agent", help="agent name")
     talk.add_argument("--realtime", action="store_true",
                       help="pace the audio in real time (default: as fast as possible)")
     talk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
     talk.add_argument("--api-key", help="API key if the server requires one")
+    talk.add_argument("--push-to-talk", action="store_true",
+                      help="send audio only while talking: space starts, space again sends (input.commit)")
+    talk.add_argument("--input-device", metavar="ID", help="microphone: a number or a name from --list-devices")
+    talk.add_argument("--output-device", metavar="ID", help="speaker: a number or a name from --list-devices")
+    talk.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
+    talk.add_argument("--echo", choices=["auto", "aec", "gate", "off"], default="auto",
+                      help="echo handling: aec (echo cancellation + gate), gate (mic held back while the assistant "
+                           "speaks unless loud), off; auto: aec if available, else gate, for --mic; off otherwise")
+    talk.add_argument("--barge-in-dbfs", type=float, default=-35.0,
+                      help="how loud speech over the assistant must be to interrupt it (dBFS, default -35)")
+    talk.add_argument("--pipe-rate", type=int, default=16000, help="sample rate of --pipe input (default 16000)")
+    talk.add_argument("--no-status", action="store_true", help="no status line")
     talk.set_defaults(func=cmd_talk)
     return parser
 

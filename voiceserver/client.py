@@ -6,6 +6,9 @@
 
 Events arrive as dicts (JSON messages) or :class:`AudioFrame` (binary reply audio, tagged with the turn it belongs
 to). Every send records the wall-clock time, so latency can be measured at the client.
+
+A continuous conversation (microphone or files, barge-in, echo handling, reconnection) is
+:class:`voiceserver.kiosk.Conversation`, also importable from here as ``voiceserver.client.Conversation``.
 """
 
 from __future__ import annotations
@@ -237,9 +240,28 @@ class VoiceClient:
                 await sender
 
 
+def __getattr__(name: str) -> Any:
+    """The kiosk's conversation from here too (imported on first use: the kiosk package imports this module)."""
+    if name in ("Conversation", "Backoff", "ConversationError"):
+        from . import kiosk
+
+        return getattr(kiosk, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 async def talk_main(args: Any) -> int:
-    """`voiceserver talk`: one turn from a WAV file or text; prints transcript, reply and metrics; saves the audio."""
+    """`voiceserver talk`: one turn from a WAV file or text (prints transcript, reply and metrics, saves the audio),
+    or a continuous conversation (--mic, --pipe, --file with --conversation; see voiceserver.kiosk)."""
     import sys
+
+    if getattr(args, "mic", False) or getattr(args, "pipe", False) or getattr(args, "list_devices", False) \
+            or getattr(args, "conversation", False):
+        from .kiosk.cli import run_kiosk
+
+        return await run_kiosk(args)
+    if not (args.file or args.text):
+        print("voiceserver talk: give --file, --text, --mic or --pipe (or --list-devices)", file=sys.stderr)
+        return 2
 
     from .audio import Resampler, read_wav, write_wav
     from .audio.format import AudioChunk

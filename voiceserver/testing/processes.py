@@ -28,12 +28,13 @@ def free_port() -> int:
 
 async def start_serve_process(args: list[str] | None = None, *, env: dict[str, str] | None = None,
                               wait_for: str = "/readyz", timeout_s: float = 120.0,
-                              stdout: int | None = None) -> tuple[subprocess.Popen, int]:
+                              stdout: int | None = None, port: int | None = None) -> tuple[subprocess.Popen, int]:
     """Start `python -m voiceserver serve --port <free> *args` and wait until ``wait_for`` answers 200.
+    ``port``: this port instead of a free one (a restart on the same address).
 
     stderr is piped (read it after the process ends); on failure the process is killed and its stderr shown.
     """
-    port = free_port()
+    port = port or free_port()
     # Popen returns as soon as the child exists; waiting on it is done with poll() and to_thread below.
     proc = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "voiceserver", "serve", "--port", str(port), *(args or [])],
