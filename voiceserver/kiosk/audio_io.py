@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import struct
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -86,11 +88,12 @@ class _Framer:
 
 
 class WavFileSource:
-    """A WAV file (any rate, mono or stereo) read in real time, 20 ms a frame; a recording, so ``live`` is False."""
+    """A WAV file (a path, or its bytes; any rate, mono or stereo) read in real time, 20 ms a frame; a recording,
+    so ``live`` is False."""
 
     live = False
 
-    def __init__(self, path: str | os.PathLike[str], *, realtime: bool = True, trailing_silence_ms: int = 0):
+    def __init__(self, path: str | os.PathLike[str] | bytes, *, realtime: bool = True, trailing_silence_ms: int = 0):
         chunk = read_wav(path)
         frames = _Framer(chunk.sample_rate).feed(chunk.audio, end=True)
         frames += [SILENT_FRAME] * (trailing_silence_ms // FRAME_MS)
@@ -116,23 +119,49 @@ class WavFileSource:
 
 
 class PipeSource:
-    """Raw pcm16 mono at ``rate`` from a binary stream (stdin), read in a thread; live."""
+    """Raw pcm16 mono at ``rate`` from a binary stream (stdin); live. A daemon thread does the blocking reads on
+    the raw descriptor (no buffer lock), so neither the loop nor the program's exit ever waits on a quiet pipe."""
 
     live = True
 
-    def __init__(self, stream: BinaryIO, *, rate: int = RATE):
-        self.stream = stream
+    def __init__(self, stream: BinaryIO, *, rate: int = RATE, max_chunks: int = 100):
+        self.fd = stream.fileno()
         self.rate = rate
         self._framer = _Framer(rate)
         self._ready: deque[bytes] = deque()
+        self._chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=max_chunks)
+        self._thread: threading.Thread | None = None
         self._ended = False
 
-    async def read(self) -> bytes | None:
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
         want = self.rate * FRAME_MS // 1000 * 2
+
+        def pump() -> None:
+            while True:
+                try:
+                    data = os.read(self.fd, want)
+                except OSError:
+                    data = b""
+                loop.call_soon_threadsafe(self._arrived, data)
+                if not data:
+                    return
+
+        self._thread = threading.Thread(target=pump, name="kiosk-pipe-in", daemon=True)
+        self._thread.start()
+
+    def _arrived(self, data: bytes) -> None:
+        if self._chunks.full():  # nobody reads: keep the newest audio
+            self._chunks.get_nowait()
+        self._chunks.put_nowait(data)
+
+    async def read(self) -> bytes | None:
+        if self._thread is None:
+            self._start()
         while not self._ready and not self._ended:
-            data = await asyncio.to_thread(self.stream.read, want)
+            data = await self._chunks.get()
             self._ended = not data
-            self._ready.extend(self._framer.feed(data or b"", end=self._ended))
+            self._ready.extend(self._framer.feed(data, end=self._ended))
         return self._ready.popleft() if self._ready else None
 
     async def close(self) -> None:
@@ -242,24 +271,33 @@ class WavFileSink(PacedSink):
 
 
 class PipeSink(PacedSink):
-    """Raw 16 kHz pcm16 mono to a binary stream (stdout) in real time, silence between replies. Writes never block
-    the loop: the descriptor is non-blocking, and a consumer that stops reading loses audio beyond two seconds."""
+    """Raw 16 kHz pcm16 mono to a binary stream (stdout) in real time, silence between replies. A daemon thread
+    does the blocking writes; a consumer that stops reading loses audio beyond ``max_backlog_ms``."""
 
-    def __init__(self, stream: BinaryIO, **kwargs):
+    def __init__(self, stream: BinaryIO, *, max_backlog_ms: float = 2000, **kwargs):
         super().__init__(**kwargs)
         self.fd = stream.fileno()
-        os.set_blocking(self.fd, False)
-        self._unwritten = bytearray()
-        self._limit = 2 * RATE * 2
+        self._out: queue.Queue[bytes | None] = queue.Queue(maxsize=max(1, int(max_backlog_ms // FRAME_MS)))
+        self._writer = threading.Thread(target=self._write, name="kiosk-pipe-out", daemon=True)
+        self._writer.start()
+        self.dropped = 0
+
+    def _write(self) -> None:
+        while (frame := self._out.get()) is not None:
+            view = memoryview(frame)
+            try:
+                while view:  # the raw descriptor: no buffer lock to hold at the program's exit
+                    view = view[os.write(self.fd, view):]
+            except OSError:
+                return  # the consumer went away; the conversation goes on without sound
 
     def emit(self, frame: bytes, *, reply: bool) -> None:
-        self._unwritten += frame
         try:
-            del self._unwritten[:os.write(self.fd, self._unwritten)]
-        except BlockingIOError:
-            pass
-        except (BrokenPipeError, OSError):
-            self._unwritten.clear()  # the consumer went away; the conversation goes on without sound
-        excess = len(self._unwritten) - self._limit
-        if excess > 0:  # drop an even count, so the consumer never loses a sample's alignment
-            del self._unwritten[:excess + excess % 2]
+            self._out.put_nowait(frame)
+        except queue.Full:
+            self.dropped += 1
+
+    async def close(self) -> None:
+        await super().close()
+        with contextlib.suppress(queue.Full):
+            self._out.put_nowait(None)

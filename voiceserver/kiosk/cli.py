@@ -74,11 +74,9 @@ def _echo(args: Any, live_mic: bool) -> tuple[EchoGate | None, EchoCanceller | N
 
 def build_conversation(args: Any, status_line: StatusLine) -> Conversation:
     """The source, sink and echo handling the flags ask for."""
-    canceller = None
     if args.mic:
-        gate, canceller = _echo(args, live_mic=True)
-        device = SoundDeviceAudio(input_device=args.input_device, output_device=args.output_device,
-                                  canceller=canceller)
+        device = SoundDeviceAudio(input_device=args.input_device, output_device=args.output_device)
+        gate, device.canceller = _echo(args, live_mic=True)
         source: Any = device
         sink: Any = WavFileSink(args.out) if args.out else device
     elif args.pipe:
