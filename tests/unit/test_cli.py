@@ -72,3 +72,15 @@ def test_serve_with_unwritable_memory_directory_is_one_line(tmp_path, models_dir
     err = proc.stderr.strip()
     assert err.startswith("voiceserver: memory directory") and "not writable" in err and "LANCEDB_URI" in err, err
     assert len(err.splitlines()) == 1
+
+
+def test_talk_needs_a_source(capsys):
+    assert main(["talk"]) == 2
+    assert "--mic" in capsys.readouterr().err
+
+
+def test_talk_kiosk_flags_parse():
+    args = build_parser().parse_args(["talk", "--mic", "--push-to-talk", "--input-device", "2", "--output-device",
+                                      "USB Audio", "--echo", "gate", "--barge-in-dbfs", "-30"])
+    assert args.mic and args.push_to_talk and args.input_device == "2" and args.output_device == "USB Audio"
+    assert args.echo == "gate" and args.barge_in_dbfs == -30.0
