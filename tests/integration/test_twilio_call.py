@@ -117,6 +117,29 @@ async def test_barge_in_clears_and_memory_keeps_what_the_marks_say_was_heard(app
         assert "Lambda" not in heard["content"]
 
 
+async def test_a_mm_hmm_pauses_the_reply_without_a_clear_and_it_plays_to_the_end(app):
+    agent = app.get_agent("Assistant")
+    reply = "Alpha beta gamma delta. Epsilon zeta eta theta iota kappa. Lambda mu nu xi omicron pi rho sigma."
+    agent.model = ScriptedChatModel([Reply(text=reply, chunk_delay_s=0.01)])
+    agent._resolved_model = None
+    tts = ToneTTS(ms_per_char=30)
+    stt = ScriptedSTT(["tell me the alphabet", "mm-hmm"])
+    async with voice_server(agent=agent, memory=app.memory, tts=tts, stt=stt) as vs:
+        async with FakeTwilioCall.dial(vs.http_url, from_number=ALICE) as call:
+            await call.say(to_mulaw_8k(tone(700)))
+            await call.wait_for(lambda c: played_marks(c), timeout=20)
+            await call.say(to_mulaw_8k(tone(300)))  # a listening noise over the reply
+            await call.wait_for(lambda c: len(c.record.marks_sent) == 3, timeout=20)
+            await call.wait_until_played(quiet_s=1.0)
+            assert call.record.clears == [], "a pause is not a clear: nothing of the reply was thrown away"
+            assert played_marks(call) == call.record.marks_sent, "every phrase played to its mark"
+            media = [r.at for r in call.record.received if r.message["event"] == "media"]
+            assert max(b - a for a, b in zip(media, media[1:], strict=False)) > 0.4, "sending paused meanwhile"
+            assert call.played_ms == pytest.approx(sum(len(p) * 30 for p in tts.phrases), abs=80)
+        said = await messages(vs, "tel:15551230001", "tel:15551230001:phone")
+    assert said[1]["content"] == reply and not said[1]["metadata"].get("interrupted")
+
+
 async def test_a_keypad_press_answers_an_approval():
     calls: list[int] = []
 

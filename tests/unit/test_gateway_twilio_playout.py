@@ -83,3 +83,17 @@ def test_a_gap_between_phrases_is_silence_not_debt():
     later = p.take_due(1.0)  # playback ran dry at 0.02 s; the next phrase starts at 1.0 s
     assert len(frames(later)) == 3, "the first frame plus the 40 ms lead"
     assert p.played_ms("t1", 1.02) == pytest.approx(40)
+
+
+def test_a_paused_reply_sends_nothing_until_it_resumes():
+    p = Playout(lead_ms=40)
+    p.push("t1", 0, b"\x01" * 160 * 10)
+    assert len(frames(p.take_due(0.0))) == 3
+    p.pause()
+    assert p.take_due(0.5) == [] and p.next_send_in(0.5) is None
+    assert p.played_ms("t1", 0.5) == pytest.approx(60), "the provider played what it had"
+    p.resume()
+    assert len(frames(p.take_due(0.5))) == 3 and p.played_ms("t1", 0.52) == pytest.approx(80)
+    p.pause()
+    p.clear(0.6)
+    assert not p.paused, "a clear ends the pause: the next reply plays"

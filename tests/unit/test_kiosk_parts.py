@@ -144,3 +144,18 @@ async def test_pipe_source_reads_raw_pcm_at_any_rate():
         while (frame := await source.read()) is not None:
             frames.append(frame)
     assert 49 <= len(frames) <= 51 and all(len(f) == FRAME_BYTES for f in frames), "resampled to 16 kHz frames"
+
+
+async def test_a_paused_sink_holds_its_queue(tmp_path):
+    sink = WavFileSink(tmp_path / "out.wav")
+    await sink.start()
+    sink.play(tone(400))
+    await asyncio.sleep(0.1)
+    sink.pause()
+    held = sink.played_ms
+    await asyncio.sleep(0.15)
+    assert sink.played_ms == held and sink.queued_ms > 0, "nothing plays while paused"
+    sink.resume()
+    await asyncio.sleep(0.1)
+    assert sink.played_ms > held
+    await sink.close()

@@ -145,6 +145,7 @@ class Playout:
         self._marks: dict[str, tuple[str, float]] = {}  # sent, not yet echoed: name -> (turn, position)
         self._discarded: deque[str] = deque(maxlen=max_marks)  # marks a clear threw away: their echo means nothing
         self._cleared: deque[str] = deque(maxlen=16)  # turns whose audio was cleared: later audio of them is dropped
+        self.paused = False  # the session paused the reply (a possible interruption): no frame leaves meanwhile
 
     # --- filling --------------------------------------------------------------------------------------------------
 
@@ -183,6 +184,13 @@ class Playout:
 
     # --- sending --------------------------------------------------------------------------------------------------
 
+    def pause(self) -> None:
+        """Hold the frames not sent yet (the provider still plays what it has: at most ``lead_ms``)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
     @property
     def queued_ms(self) -> float:
         """Audio waiting to be sent (not yet handed to the provider)."""
@@ -192,7 +200,11 @@ class Playout:
         """Seconds until the next item may be sent (0: now), or None when nothing is queued."""
         if not self._queue:
             return None
-        if isinstance(self._queue[0], OutMark) or self._playout_end is None:
+        if isinstance(self._queue[0], OutMark):
+            return 0.0
+        if self.paused:
+            return None
+        if self._playout_end is None:
             return 0.0
         return max(0.0, self._playout_end - now - self.lead_ms / 1000)
 
@@ -206,7 +218,8 @@ class Playout:
                 self._marks[item.name] = (item.turn_id, self.position_ms)
                 out.append(item)
                 continue
-            if self._playout_end is not None and (self._playout_end - now) * 1000 > self.lead_ms + 1e-6:
+            if self.paused or (self._playout_end is not None
+                               and (self._playout_end - now) * 1000 > self.lead_ms + 1e-6):
                 break
             self._queue.popleft()
             self._queued_frames -= 1
@@ -298,4 +311,5 @@ class Playout:
         self.position_ms = heard
         self._echoed_ms = min(self._echoed_ms, heard)
         self._playout_end = now
+        self.paused = False
         return had

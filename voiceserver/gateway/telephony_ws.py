@@ -5,9 +5,10 @@ session how much of the current reply the caller has heard, so a barge-in keeps 
 echoed marks as ResponsePlayed. Bad messages are logged with their code and counted; the call goes on.
 
 Send: one task drains the session's outbox into a :class:`~voiceserver.gateway.telephony.Playout` (reply audio cut
-into the provider's frames, a mark after each phrase) and answers a cancellation, or the caller starting to speak
-over a reply, with the provider's clear; a pacer task sends the frames no more than ``lead_ms`` ahead of the
-caller's playback. One lock orders every write, so no frame is ever sent after the clear that dropped it.
+into the provider's frames, a mark after each phrase), holds the frames while the session pauses a reply (a
+possible interruption), and answers a cancellation, or the caller speaking over the tail of a complete reply,
+with the provider's clear; a pacer task sends the frames no more than ``lead_ms`` ahead of the caller's playback.
+One lock orders every write, so no frame is ever sent after the clear that dropped it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +31,9 @@ from ..session.events import (
     ResponseAudio,
     ResponseCancelled,
     ResponseDone,
+    ResponsePaused,
     ResponsePlayed,
+    ResponseResumed,
     SessionClosed,
     SessionConfig,
     SpeechStarted,
@@ -80,6 +83,7 @@ class MediaStreamCall:
         self._wake = asyncio.Event()  # audio queued, or the playback clock moved: the pacer looks again
         self._drained = asyncio.Event()  # the pacer sent frames: a full playout may take more
         self._reported: dict[str, int] = {}
+        self._finished: deque[str] = deque(maxlen=8)  # turns whose reply is complete (only their tail may play)
         self._logged: Counter[str] = Counter()
         self._close_code = 1000
         self.session: Session | None = None
@@ -219,11 +223,18 @@ class MediaStreamCall:
                 elif kind is ResponseDone:
                     if not event.interrupted:
                         playout.end_turn(event.turn_id)
+                        self._finished.append(event.turn_id)
                         self._wake.set()
                 elif kind is ResponseCancelled:
                     await self._clear(event.turn_id)
-                elif kind is SpeechStarted:
-                    # The caller talks over the reply's last audio (its turn may be done already): stop it now.
+                elif kind is ResponsePaused:
+                    playout.pause()  # maybe an interruption: send no more until the session decides
+                elif kind is ResponseResumed:
+                    playout.resume()
+                    self._wake.set()
+                elif kind is SpeechStarted and playout.playing_turn(self.clock()) in self._finished:
+                    # The caller talks over the last audio of a reply that is complete: the session will not cut
+                    # it (a reply still running is the session's to pause or cancel), so stop it here.
                     await self._clear(None)
                 elif kind is ErrorEvent:
                     log.warning("session error on a call", fields={"code": event.code, "detail": event.message})

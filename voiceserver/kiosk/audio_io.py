@@ -7,7 +7,8 @@ Everything is 16 kHz pcm16 mono in 20 ms frames (:data:`FRAME_BYTES`); sources a
   happens in real time whether or not anyone reads it (a microphone, a pipe: while the server is away, its frames
   are read and dropped) or is a recording (a file: paused while the server is away, so no words are lost).
 - :class:`AudioSink`: ``play()`` queues reply audio, ``clear()`` drops what has not been played (barge-in),
-  ``played_ms`` counts what really came out, ``take_played()`` hands the played audio to an echo canceller.
+  ``pause()`` / ``resume()`` hold it (a possible interruption), ``played_ms`` counts what really came out,
+  ``take_played()`` hands the played audio to an echo canceller.
 """
 
 from __future__ import annotations
@@ -53,7 +54,15 @@ class AudioSink(Protocol):
         """Queue 16 kHz pcm16 for playback (never blocks)."""
 
     def clear(self) -> None:
-        """Drop everything not played yet."""
+        """Drop everything not played yet (and end a pause)."""
+
+    @property
+    def paused(self) -> bool: ...
+
+    def pause(self) -> None:
+        """Stop playing for a moment, keeping the queue (the server paused the reply)."""
+
+    def resume(self) -> None: ...
 
     def take_played(self) -> bytes:
         """The audio played since the last call, silence included (the echo reference)."""
@@ -182,6 +191,7 @@ class PacedSink:
         self._played_audio: list[bytes] = []
         self._max_frames = int(max_queue_ms // FRAME_MS)
         self._task: asyncio.Task | None = None
+        self.paused = False
 
     @property
     def played_ms(self) -> float:
@@ -203,6 +213,13 @@ class PacedSink:
     def clear(self) -> None:
         self._queue.clear()
         self._partial = b""
+        self.paused = False
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
 
     def take_played(self) -> bytes:
         played, self._played_audio = b"".join(self._played_audio), []
@@ -230,7 +247,7 @@ class PacedSink:
             if delay > 0:
                 await asyncio.sleep(delay)
             next_at = max(next_at + FRAME_MS / 1000, loop.time() - 0.1)
-            if self._queue:
+            if self._queue and not self.paused:
                 frame = self._queue.popleft()
                 self._played_frames += 1
                 self.emit(frame, reply=True)

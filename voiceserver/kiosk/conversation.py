@@ -6,7 +6,8 @@ source, replies out to a sink, barge-in, and reconnection with the same resource
 
 - **Open mic** by default: the server's VAD decides where an utterance ends. With ``push_to_talk``, audio is only
   sent between :meth:`press` and :meth:`release`, and the release sends ``input.commit``.
-- **Barge-in**: playback stops the moment ``response.cancelled`` arrives. While a reply plays, the conversation
+- **Barge-in**: playback pauses on ``response.paused`` (the server heard a sound: maybe a "mm-hmm"), goes on at
+  ``response.resumed``, and stops the moment ``response.cancelled`` arrives. While a reply plays, the conversation
   tells the server how much of it was really played (``response.played``, every ``played_report_ms``, and once
   more after a cancel), so the server keeps exactly the heard text.
 - **Echo**: an optional :class:`~voiceserver.kiosk.echo.EchoGate` holds the microphone back while the assistant
@@ -237,7 +238,7 @@ class Conversation:
     # --- microphone -------------------------------------------------------------------------------------------------
 
     def _assistant_speaking(self) -> bool:
-        return self.sink.queued_ms > 0
+        return self.sink.queued_ms > 0 and not self.sink.paused  # a paused speaker makes no echo
 
     async def _microphone(self, client: VoiceClient) -> bool:
         """Send the source; True once a finished source's conversation is over (the last reply played)."""
@@ -324,6 +325,10 @@ class Conversation:
             turn = message.get("turn_id") or "?"
             self._playback[turn] = _Playback(self.sink.played_ms + self.sink.queued_ms)
             self._current = turn
+        elif kind == "response.paused":
+            self.sink.pause()  # the server heard a sound: hold the reply until it knows what it was
+        elif kind == "response.resumed":
+            self.sink.resume()
         elif kind == "response.cancelled":
             turn = message.get("turn_id") or "?"
             self.sink.clear()  # barge-in: stop playing now

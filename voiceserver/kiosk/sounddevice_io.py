@@ -67,6 +67,7 @@ class SoundDeviceAudio:
         self._stream: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.overflows = 0
+        self.paused = False
 
     # --- sink -----------------------------------------------------------------------------------------------------
 
@@ -91,7 +92,14 @@ class SoundDeviceAudio:
     def clear(self) -> None:
         with self._lock:
             self._queue.clear()
+            self.paused = False
         self._partial = b""
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
 
     def take_played(self) -> bytes:
         with self._lock:
@@ -131,7 +139,7 @@ class SoundDeviceAudio:
 
     def _callback(self, indata: Any, outdata: Any, frames: int, time: Any, status: Any) -> None:
         with self._lock:
-            frame = self._queue.popleft() if self._queue else None
+            frame = self._queue.popleft() if self._queue and not self.paused else None
             if frame is not None:
                 self._played_frames += 1
         out = frame or SILENT_FRAME
