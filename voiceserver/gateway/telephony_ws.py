@@ -215,7 +215,8 @@ class MediaStreamCall:
                 event = await session.outbox.get()
                 kind = type(event)
                 if kind is ResponseAudio:
-                    while playout.queued_ms >= self.options.max_buffered_ms:
+                    # Backpressure, except while paused: the resume that would drain it is queued behind.
+                    while playout.queued_ms >= self.options.max_buffered_ms and not playout.paused:
                         self._drained.clear()
                         await self._drained.wait()
                     if playout.push(event.turn_id, event.phrase_index, event.chunk.audio):
