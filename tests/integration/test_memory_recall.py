@@ -36,8 +36,8 @@ async def test_recall_finds_favourite_colour_across_threads(tmp_path, models_dir
     assert contents == ["My brother plays football.", "My favorite color is blue.", "Blue, got it."]
     assert all(m.resource_id == "caller-1" for m in context.recalled)
     assert context.history == []
-    assert "My favorite color is blue." in context.system_message
-    assert "earlier conversation" in context.system_message
+    # Recall is not folded into the system message (that is working memory only): the agent lays it out last.
+    assert context.system_message is None
     assert context.working_memory is None and context.working_memory_tool is None
     await memory.close()
 

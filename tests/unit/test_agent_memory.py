@@ -6,8 +6,6 @@ LanceDB-backed Memory are in tests/integration/test_agent_memory_lancedb.py.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from test_agent_support import FakeMemory
 
@@ -47,17 +45,22 @@ async def test_memory_is_untouched_without_both_ids():
         agent.stream("hi", memory={"resource": "x' OR '1'='1", "thread": "t"})
 
 
-async def test_memory_system_message_and_recalled_messages_follow_the_instructions():
+async def test_prompt_layout_instructions_working_memory_history_then_recall_and_the_new_message():
     memory = FakeMemory()
     memory.working["user-1"] = "- Name: Ada"
     memory.messages.append({"id": "old", "role": "user", "content": "My favourite colour is blue",
                             "type": "text", "thread_id": "t0", "resource_id": "user-1", "metadata": {}})
-    model = ScriptedChatModel(["Blue."])
+    model = ScriptedChatModel(["Hello.", "Blue."])
     agent = Agent(name="A", instructions="Be kind.", model=model, memory=memory)
+    await agent.generate("Hi there", memory=MEM)
     await agent.generate("Which colour is my favourite?", memory=MEM)
-    system = [m.content for m in model.requests[0].messages if m.role == "system"]
-    assert system[0] == "Be kind." and system[1] == "Working memory:\n- Name: Ada"
-    assert "My favourite colour is blue" in system[2]
+    sent = [(m.role, m.content) for m in model.requests[1].messages]
+    # Stable first (instructions, working memory), then the history, then what changes every turn: recall last,
+    # just before the new message, so it never rewrites the cached prefix.
+    assert sent[:4] == [("system", "Be kind."), ("system", "Working memory:\n- Name: Ada"), ("user", "Hi there"),
+                        ("assistant", "Hello.")]
+    assert sent[4][0] == "system" and "My favourite colour is blue" in sent[4][1]
+    assert sent[5] == ("user", "Which colour is my favourite?") and len(sent) == 6
 
 
 async def test_tool_calls_are_saved_typed_and_restored_as_tool_messages():
@@ -103,31 +106,6 @@ async def test_working_memory_tool_updates_memory_and_never_needs_approval():
     assert "update-working-memory" in [t.name for t in model.requests[0].tools]
     await agent.generate("hi")  # without memory ids the tool is not offered
     assert "update-working-memory" not in [t.name for t in model.requests[-1].tools]
-
-
-async def test_after_turn_runs_after_the_finish_and_the_next_turn_waits_for_it():
-    gate = asyncio.Event()
-
-    class SlowAfterTurn(FakeMemory):
-        async def after_turn(self, **kwargs):
-            await gate.wait()
-            await super().after_turn(**kwargs)
-
-    memory = SlowAfterTurn()
-    model = ScriptedChatModel(["First.", "Second."])
-    agent = Agent(name="A", model=model, memory=memory)
-    first = await agent.generate("one", memory=MEM)  # resolves although after_turn is still waiting
-    assert first.text == "First." and memory.after_turn_calls == []
-    second = asyncio.create_task(agent.generate("two", memory=MEM))
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert len(memory.prepare_calls) == 1  # the second turn waits for the first turn's after_turn
-    gate.set()
-    await second
-    await agent.flush()
-    assert [c["messages"] for c in memory.after_turn_calls] == [
-        [m["id"] for m in memory.thread("t1")[:2]], [m["id"] for m in memory.thread("t1")[2:]]]
-    assert memory.after_turn_calls[0]["model"] is model
 
 
 async def test_processors_order_and_output_rewrites():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, Literal
 
 from ..engines import NotConfiguredError
@@ -25,13 +25,15 @@ from ..ids import new_id, validate_id
 from ..llm.base import ChatModel
 from ..logs import get_logger
 from ..storage import InMemoryRunStore, RunRecord, RunStore
+from .background import BackgroundWork
 from .chunks import AgentResult
 from .delegation import is_workflow, sub_agent_tool, workflow_tool
 from .errors import AgentError, ToolDefinitionError
-from .memory_bridge import WORKING_MEMORY_TOOL, working_memory_tool
+from .memory_bridge import WORKING_MEMORY_TOOL
 from .messages import normalize_input
 from .processors import Processor, RunContext
-from .run import AgentRun, ResumeAction, RunOptions
+from .prompt import DEFAULT_PROMPT_BUDGET_TOKENS, HistoryWindows
+from .run import AgentRun, ResumeAction, RunOptions, RunServices
 from .run_state import RunState
 from .stream import AgentStream
 from .structured import StructuredOutput
@@ -43,6 +45,9 @@ MAX_STEPS_LIMIT = 100
 OPTION_KEYS = ("memory", "max_steps", "tool_choice", "instructions", "structured_output", "require_tool_approval",
                "on_finish", "on_step_finish", "on_chunk", "context", "model_settings")
 MODEL_SETTING_KEYS = ("max_tokens", "temperature", "stop")
+MAX_PROMPT_BUDGET_TOKENS = 1_000_000
+VoiceMode = Literal["agent", "network"]
+VOICE_MODES = ("agent", "network")
 
 
 class _NoVoice:
@@ -95,7 +100,8 @@ class Agent:
         input_processors: list[Processor] | None = None,
         output_processors: list[Processor] | None = None,
         max_parallel_tools: int = 4,
-        voice_mode: Literal["agent", "network"] = "agent",
+        prompt_budget_tokens: int = DEFAULT_PROMPT_BUDGET_TOKENS,
+        voice_mode: VoiceMode = "agent",
     ):
         if not name or not isinstance(name, str):
             raise ValueError("an agent needs a name")
@@ -113,10 +119,15 @@ class Agent:
         if not 1 <= max_parallel_tools <= 64:
             raise ValueError("max_parallel_tools must be between 1 and 64")
         self.max_parallel_tools = max_parallel_tools
-        if voice_mode not in ("agent", "network"):
-            raise ValueError("voice_mode must be 'agent' or 'network'")
+        if isinstance(prompt_budget_tokens, bool) or not isinstance(prompt_budget_tokens, int) \
+                or not 0 <= prompt_budget_tokens <= MAX_PROMPT_BUDGET_TOKENS:
+            raise ValueError(f"prompt_budget_tokens must be an integer from 0 (no budget) to "
+                             f"{MAX_PROMPT_BUDGET_TOKENS}")
+        self.prompt_budget_tokens = prompt_budget_tokens
+        if voice_mode not in VOICE_MODES:
+            raise ValueError(f"voice_mode must be one of {', '.join(VOICE_MODES)}, got {voice_mode!r}")
         # In voice sessions: answer each request as an agent run, or route it as an agent network (needs memory).
-        self.voice_mode: Literal["agent", "network"] = voice_mode
+        self.voice_mode: VoiceMode = voice_mode
         self.tools: dict[str, Tool] = _tool_dict(tools)
         self.agents: dict[str, Agent] = dict(agents or {})
         self.workflows: dict[str, Any] = dict(workflows or {})
@@ -129,8 +140,8 @@ class Agent:
         self._resolved_model: ChatModel | None = None
         self._model_lock = asyncio.Lock()
         self._claim_lock = asyncio.Lock()
-        self._background: set[asyncio.Task[Any]] = set()
-        self._after_turn: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self._background = BackgroundWork()
+        self._windows = HistoryWindows()
 
     def __repr__(self) -> str:
         return f"Agent(id={self.id!r}, name={self.name!r})"
@@ -167,7 +178,7 @@ class Agent:
         messages = normalize_input(input)
         run_id = validate_id(run_id, "run") if run_id is not None else new_id("run")
         state = RunState(run_id=run_id, agent_id=self.id, options=_persisted_options(opts))
-        stream = AgentStream(AgentRun(self, state, opts, input_messages=messages), run_id)
+        stream = AgentStream(AgentRun(self, state, opts, self._services(), input_messages=messages), run_id)
         stream.start()
         return stream
 
@@ -274,44 +285,11 @@ class Agent:
 
     async def flush(self) -> None:
         """Wait for background work: memory ``after_turn`` and tools that outlived an interrupted run."""
-        while self._background:
-            await asyncio.wait(list(self._background))
+        await self._background.flush()
 
-    # --- internals used by AgentRun --------------------------------------------------------------------------------
-
-    def _tools_for_run(self, run: AgentRun) -> dict[str, Tool]:
-        tools = dict(self._offered)
-        spec = run.state.options.get("working_memory_tool")
-        if spec and run.memory is not None and run.opts.memory is not None:
-            tools[WORKING_MEMORY_TOOL] = working_memory_tool(run.memory, spec, *run.opts.memory)
-        return tools
-
-    def _track_background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
-    def _schedule_after_turn(self, key: tuple[str, str], coro: Coroutine[Any, Any, Any]) -> None:
-        """Run memory's after_turn off the reply path, one at a time per thread (the next turn waits for it)."""
-        previous = self._after_turn.get(key)
-
-        async def chained() -> None:
-            if previous is not None and not previous.done():
-                await asyncio.wait([previous])
-            try:
-                await coro
-            except Exception:
-                log.exception("memory after_turn failed")
-
-        task = self._track_background(chained())
-        self._after_turn[key] = task
-        task.add_done_callback(lambda t: self._after_turn.pop(key, None) if self._after_turn.get(key) is t else None)
-
-    async def _wait_after_turn(self, key: tuple[str, str]) -> None:
-        task = self._after_turn.get(key)
-        if task is not None and not task.done():
-            await asyncio.wait([task])
+    def _services(self) -> RunServices:
+        """What this agent lends a run (its own objects; the run needs nothing private of the agent)."""
+        return RunServices(offered_tools=self._offered, background=self._background, windows=self._windows)
 
     # --- helpers ---------------------------------------------------------------------------------------------------
 
@@ -402,7 +380,8 @@ class Agent:
                         raise AgentError("invalid_resume_data", f"resume data for {pending.tool_name!r}: {exc}") \
                             from None
             await save_as_running(store, record, state)
-        stream = AgentStream(AgentRun(self, state, opts, input_messages=[], action=action, persisted=True), run_id)
+        stream = AgentStream(AgentRun(self, state, opts, self._services(), input_messages=[], action=action,
+                                      persisted=True), run_id)
         stream.start()
         return stream
 

@@ -4,6 +4,9 @@ Chunk types and their payloads (every chunk also has ``type`` and ``run_id``):
 
 ==================== =====================================================================================
 start                ``{agent_id, resumed}``
+context              ``{prompt_tokens, budget, history_messages, recalled_messages, dropped_history,
+                     working_memory}``: the prompt as laid out, once before the first model call of a fresh run
+                     (``prompt_tokens`` is an estimate of the whole prompt; ``budget`` 0 means none)
 step-start           ``{step}`` (1-based model call number)
 text-start           ``{id}``
 text-delta           ``{id, text}``
@@ -16,7 +19,8 @@ tool-call-suspended  ``{tool_call_id, tool_name, args, suspend_payload}``: the t
 tool-output-denied   ``{tool_call_id, tool_name, args, reason}``: a declined call
 object               ``{object}``: the partial structured object parsed so far
 object-result        ``{object}``: the validated structured object (JSON form)
-step-finish          ``{step, finish_reason, text, tool_calls, usage}``
+step-finish          ``{step, finish_reason, text, tool_calls, usage}``; ``usage`` is ``{prompt_tokens,
+                     completion_tokens, cached_tokens, total_tokens}`` as the model reported them
 tripwire             ``{reason, processor}``: a processor aborted the run
 finish               ``{finish_reason, text, usage, object}``
 error                ``{error, code, message}`` (``error`` is the exception object)
@@ -32,7 +36,7 @@ from typing import Any, Literal
 from ..llm.base import ChatMessage, Usage
 
 ChunkType = Literal[
-    "start", "step-start", "text-start", "text-delta", "text-end", "tool-call", "tool-result", "tool-error",
+    "start", "context", "step-start", "text-start", "text-delta", "text-end", "tool-call", "tool-result", "tool-error",
     "tool-call-approval", "tool-call-suspended", "tool-output-denied", "object", "object-result", "step-finish",
     "tripwire", "finish", "error", "abort",
 ]

@@ -432,8 +432,9 @@ class Memory(EntryOperations, TurnWork):
 
     # ---------------------------------------------------------------------------------------------------- agent
     async def prepare(self, *, resource_id: str, thread_id: str, query: str | None) -> MemoryContext:
-        """Everything memory adds to one agent turn: history, recalled messages, working memory, system text and
-        the working-memory tool. Creates the thread if it is missing (raises ThreadOwnerError for another owner)."""
+        """Everything memory adds to one agent turn: history, recalled messages, working memory, its system text
+        (the working-memory block) and the working-memory tool. Creates the thread if it is missing (raises
+        ThreadOwnerError for another owner)."""
         validate_id(resource_id, "resource")
         validate_id(thread_id, "thread")
         opts = self.options
@@ -465,16 +466,14 @@ class Memory(EntryOperations, TurnWork):
             recalled = recall_mod.select(hits, opts.semantic_recall, current_thread=thread_id,
                                          current_messages=all_messages, other_threads=others,
                                          exclude={m.id for m in window})
-        parts = []
-        if wm_opts.enabled:
-            parts.append(working.system_block(wm_opts, stored_wm, opts.read_only))
-        if recalled:
-            parts.append(recall_mod.render_recalled(recalled, thread_id))
+        # The system message is working memory only: recall changes every turn, so the agent places it after the
+        # history (see voiceserver.agent.prompt), where it does not rewrite the prompt's cached prefix.
+        system = working.system_block(wm_opts, stored_wm, opts.read_only) if wm_opts.enabled else None
         tool = working.tool_spec(wm_opts) if wm_opts.enabled and wm_opts.offers_tool and not opts.read_only \
             else None
         return MemoryContext(history=history, recalled=recalled,
                              working_memory=stored_wm if wm_opts.enabled else None,
-                             system_message="\n\n".join(parts) if parts else None, working_memory_tool=tool)
+                             system_message=system, working_memory_tool=tool)
 
 
 async def _none() -> None:

@@ -1,4 +1,5 @@
-"""Semantic recall: the messages most similar to a query, each with its neighbours, and how they are shown.
+"""Semantic recall: the messages most similar to a query, each with its neighbours (the agent lays them out:
+:mod:`voiceserver.agent.prompt`).
 
 The vector search is prefiltered on the caller's resource id (and the thread id for thread scope), so it is exact:
 a caller's few hundred vectors are compared one by one after the scalar index picked them out, which beats an
@@ -91,17 +92,3 @@ def select(hits: list[dict[str, Any]], options: SemanticRecallOptions, *, curren
             if message.id not in exclude:
                 picked[message.id] = message
     return records.chronological(list(picked.values()))
-
-
-def render_recalled(recalled: list[Message], current_thread: str) -> str:
-    """The recalled messages as system text, one line each, oldest first."""
-    lines = []
-    for message in recalled:
-        where = "this conversation" if message.thread_id == current_thread else "an earlier conversation"
-        when = message.created_at.strftime("%Y-%m-%d %H:%M UTC")
-        text = " ".join((message.content or "").split())
-        if len(text) > 500:
-            text = text[:497] + "..."
-        lines.append(f"- [{when}, {where}] {message.role}: {text}")
-    return ("## Remembered messages\nEarlier messages that may be relevant to what the user says now; use them "
-            "only if they help.\n" + "\n".join(lines))

@@ -205,7 +205,8 @@ class SearchHit:
 
 @dataclass
 class MemoryContext:
-    """What an agent needs from memory for one turn (see :meth:`Memory.prepare`)."""
+    """What an agent needs from memory for one turn (see :meth:`Memory.prepare`). ``system_message`` is the
+    working-memory block (None without working memory); ``recalled`` are laid out by the agent."""
 
     history: list[Message]
     recalled: list[Message]

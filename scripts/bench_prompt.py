@@ -1,0 +1,238 @@
+"""Benchmark the prompt of a voice turn over a long conversation with memory (typed input, no audio).
+
+One caller talks to the default agent (the settings' defaults: local model, LanceDB memory with semantic recall and
+working memory) over several calls (same resource, a new thread each call). For every turn it prints the prompt
+tokens, the cached tokens the model reports, the prompt tokens a warm context could reuse (the common token prefix
+with the previous live call's prompt and reply: an estimate that does not depend on the model reporting it), the
+history and recalled messages the agent put in the prompt, the first token and whole-turn time, and whether the
+reply repeated an earlier reply of the call. Then medians and p95, per mode.
+
+Modes, in one process on the same model: ``new`` (the settings' defaults) and ``baseline`` (``--baseline-env``: the
+settings as they were before the prompt budget: no budget, recall top 3 with 2 neighbours). The ratio of the medians
+is printed. Each mode starts on an empty memory directory.
+
+    .venv/bin/python scripts/bench_prompt.py                      # 20 turns over 3 calls, both modes
+    .venv/bin/python scripts/bench_prompt.py --turns 6 --no-baseline   # quick look
+
+Everything is local (127.0.0.1 is not even needed: the agent runs in process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from voiceserver.settings import Settings  # noqa: E402
+
+# The conversation: one list per call. The fact to remember, questions about it in the same and later calls, a plain
+# knowledge question, a yes/no and a story, as in the issue's scenario.
+CALLS = [
+    ["Hello, my name is Ada.", "My favourite colour is blue.", "What is the capital of France?",
+     "What is my name?", "Is the sun a star?", "Tell me a short story about a dragon.",
+     "What did I say my favourite colour was?", "Thanks, that is all for now."],
+    ["Hi, it's me again.", "What is my name?", "What is my favourite colour?",
+     "How many legs does a spider have?", "Can you recommend a good book?", "Goodbye."],
+    ["Hello again.", "Do you remember my name?", "What is two plus two?", "What colour do I like?",
+     "Is water wet?", "Bye for now."],
+]
+
+# The settings before the prompt budget existed (the values the code used then), for the in-process baseline.
+BASELINE_AGENT = {"prompt_budget_tokens": 0, "memory": {"recall_top_k": 3, "recall_message_range": 2}}
+
+REPEAT_PREFIX_WORDS = 6
+
+
+def words(text: str) -> list[str]:
+    return [w for w in (re.sub(r"[^\w']", "", t.lower()) for t in text.split()) if w]
+
+
+def repeats(reply: str, earlier: list[str]) -> bool:
+    """Word for word the same as an earlier reply, or the same first REPEAT_PREFIX_WORDS words."""
+    mine = words(reply)
+    for other in earlier:
+        theirs = words(other)
+        if mine and (mine == theirs or (len(mine) >= REPEAT_PREFIX_WORDS
+                                        and mine[:REPEAT_PREFIX_WORDS] == theirs[:REPEAT_PREFIX_WORDS])):
+            return True
+    return False
+
+
+def pct(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+class PromptRecorder:
+    """Wraps the model's ``stream`` to keep each live request's prompt tokens, for the reuse estimate."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.previous: list[int] = []
+        self.reuse: list[int] = []
+        inner = model.stream
+
+        async def stream(request: Any) -> Any:
+            live = getattr(request, "priority", "live") == "live" and request.response_schema is None
+            tokens = self._tokens(request) if live else None
+            generated: list[str] = []
+            async for chunk in inner(request):
+                if live and type(chunk).__name__ == "TextDelta":
+                    generated.append(chunk.text)
+                yield chunk
+            if tokens is not None:
+                self.reuse.append(_common(tokens, self.previous))
+                reply = model._contexts[0].tokenize("".join(generated).encode(), add_bos=False, special=False)
+                self.previous = tokens + reply
+
+        model.stream = stream
+
+    def _tokens(self, request: Any) -> list[int]:
+        text = self.model._template.render(request.messages, tools=request.tools or None,
+                                           tool_choice=request.tool_choice, response_schema=request.response_schema)
+        return self.model._contexts[0].tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Namespace, models_dir: Path,
+                   data_dir: Path) -> list[dict[str, Any]]:
+    from voiceserver.app import build_server
+
+    agent_settings = {"model": args.model, **agent_overrides}
+    settings = Settings(models_dir=models_dir, lancedb_uri=str(data_dir / name), agent=agent_settings)
+    server = build_server(settings)
+    agent = server.agents[settings.agent.name]
+    await agent.memory.open()
+    model = await agent.get_model()
+    await model.load()
+    recorder = PromptRecorder(model)
+    rows: list[dict[str, Any]] = []
+    turn_no = 0
+    try:
+        for call_no, questions in enumerate(CALLS[: args.calls], 1):
+            thread = f"bench-call-{call_no}"
+            earlier: list[str] = []
+            for question in questions:
+                if turn_no >= args.turns:
+                    break
+                turn_no += 1
+                row = await one_turn(agent, question, thread, recorder)
+                row.update(mode=name, call=call_no, turn=turn_no, repeated=repeats(row["reply"], earlier))
+                earlier.append(row["reply"])
+                rows.append(row)
+                print_row(row)
+                await asyncio.sleep(args.gap_s)  # the reply is being spoken; background work runs meanwhile
+            await agent.flush()  # the caller hangs up; the next call comes later
+    finally:
+        await agent.flush()
+        await agent.memory.close()
+        await server.model_registry.close()
+    return rows
+
+
+async def one_turn(agent: Any, question: str, thread: str, recorder: PromptRecorder) -> dict[str, Any]:
+    started = time.perf_counter()
+    first: float | None = None
+    context: dict[str, Any] = {}
+    usage: dict[str, Any] = {}
+    stream = agent.stream(question, memory={"resource": "bench-caller", "thread": thread})
+    async for chunk in stream:
+        if chunk.type == "text-delta" and first is None:
+            first = time.perf_counter() - started
+        elif chunk.type == "context":
+            context = dict(chunk.payload)
+        elif chunk.type == "finish":
+            usage = dict(chunk.payload.get("usage") or {})
+    result = await stream.result()
+    total = time.perf_counter() - started
+    return {"question": question, "reply": result.text, "first_token_ms": (first or total) * 1000,
+            "turn_ms": total * 1000, "prompt_tokens": usage.get("prompt_tokens"),
+            "cached_tokens": usage.get("cached_tokens"), "reuse_tokens": recorder.reuse[-1] if recorder.reuse else None,
+            "history": context.get("history_messages"), "recalled": context.get("recalled_messages"),
+            "dropped": context.get("dropped_history")}
+
+
+def _cell(value: Any, width: int) -> str:
+    return ("-" if value is None else str(round(value) if isinstance(value, float) else value)).rjust(width)
+
+
+def print_row(row: dict[str, Any]) -> None:
+    reply = " ".join(row["reply"].split())
+    print(f"{row['mode']:>8} {row['call']:>4} {row['turn']:>4} {_cell(row['prompt_tokens'], 6)} "
+          f"{_cell(row['cached_tokens'], 6)} {_cell(row['reuse_tokens'], 6)} {_cell(row['history'], 4)} "
+          f"{_cell(row['recalled'], 4)} {_cell(row['first_token_ms'], 7)} {_cell(row['turn_ms'], 7)} "
+          f"{'REPEAT' if row['repeated'] else '':>6}  {row['question'][:34]!r} -> {reply[:70]!r}", flush=True)
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"turns": len(rows), "repeated": sum(r["repeated"] for r in rows)}
+    for key in ("prompt_tokens", "cached_tokens", "reuse_tokens", "first_token_ms", "turn_ms"):
+        values = [float(r[key]) for r in rows if r[key] is not None]
+        if values:
+            out[key] = dict(zip(("p50", "p95"), pct(values), strict=True))
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=20, help="turns in all (a prefix of the script)")
+    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--model", default="local/smollm2")
+    parser.add_argument("--gap-s", type=float, default=1.0, help="pause after each turn (the reply being spoken)")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--baseline-only", action="store_true", help="only the baseline mode (e.g. on old code)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON too")
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    args = parser.parse_args()
+    modes: list[tuple[str, dict[str, Any]]] = []
+    if not args.baseline_only:
+        modes.append(("new", {}))
+    if not args.no_baseline:
+        modes.append(("baseline", BASELINE_AGENT))
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-prompt-"))
+    print(f"{'mode':>8} {'call':>4} {'turn':>4} {'prompt':>6} {'cached':>6} {'reuse':>6} {'hist':>4} {'rec':>4} "
+          f"{'first':>7} {'turn':>7} {'':>6}  question -> reply")
+    results: dict[str, Any] = {}
+    try:
+        for name, overrides in modes:
+            rows = await run_mode(name, overrides, args, args.models_dir, data_dir)
+            results[name] = summary(rows)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print()
+    for name, s in results.items():
+        parts = [f"{name}: {s['turns']} turns, {s['repeated']} repeated an earlier reply"]
+        for key in ("prompt_tokens", "cached_tokens", "reuse_tokens", "first_token_ms", "turn_ms"):
+            if key in s:
+                parts.append(f"{key} p50 {s[key]['p50']:.0f} p95 {s[key]['p95']:.0f}")
+        print("; ".join(parts))
+    if "new" in results and "baseline" in results:
+        for key in ("prompt_tokens", "first_token_ms", "turn_ms"):
+            if key in results["new"] and key in results["baseline"] and results["baseline"][key]["p50"]:
+                ratio = results["new"][key]["p50"] / results["baseline"][key]["p50"]
+                print(f"ratio new/baseline {key} p50: {ratio:.2f}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

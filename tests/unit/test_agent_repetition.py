@@ -1,0 +1,135 @@
+"""The repetition guard: on values (hold back while matching, release on divergence, catch a repeat), and in an agent
+run with a scripted model that repeats its previous reply: the repeat is caught, the second reply is what streams and
+what memory stores."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from test_agent_support import FakeMemory
+
+from voiceserver.agent import Agent
+from voiceserver.agent.repetition import NUDGE, RepetitionGuard, is_repeat, normalise_words
+from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
+
+MEM = {"resource": "user-1", "thread": "t1"}
+WEATHER = "London today is forecasted to be sunny with a light breeze."
+
+
+def feed_all(guard: RepetitionGuard, pieces: list[str]) -> str:
+    out = "".join(guard.feed(p) for p in pieces)
+    return out + guard.finish()
+
+
+def test_normalised_words_ignore_case_and_punctuation():
+    assert normalise_words("London, today -- is: SUNNY!") == ["london", "today", "is", "sunny"]
+
+
+def test_a_diverging_reply_is_held_only_while_it_matches_and_then_released_whole():
+    guard = RepetitionGuard([WEATHER])
+    assert guard.feed("Lon") == "" and guard.feed("don ") == ""  # still the start of the earlier reply
+    assert guard.feed("is the capital") == "London is the capital"  # diverged: released, and not held again
+    assert guard.feed(" of England.") == " of England." and guard.finish() == "" and not guard.repeated
+
+
+def test_a_reply_with_another_first_word_is_never_held():
+    guard = RepetitionGuard([WEATHER])
+    assert guard.feed("Paris ") == "Paris " and not guard.holding
+
+
+def test_six_matching_words_are_a_repeat_and_nothing_of_it_is_released():
+    guard = RepetitionGuard([WEATHER])
+    pieces = ["london ", "today ", "IS ", "forecasted, ", "to ", "be ", "rainy."]
+    assert feed_all(guard, pieces) == "" and guard.repeated
+    assert guard.matched == normalise_words(WEATHER)
+
+
+def test_a_whole_short_earlier_reply_repeated_is_caught_but_a_one_word_answer_is_not():
+    assert is_repeat("Nice to meet you!", ["Nice to meet you."])
+    assert not is_repeat("Yes.", ["Yes."])  # a yes/no answer may well be the same word
+    assert not is_repeat("Nice to meet", ["Nice to meet you."])  # a shorter reply that stops early is released
+    guard = RepetitionGuard(["Nice to meet you."])
+    assert feed_all(guard, ["Nice to ", "meet"]) == "Nice to meet" and not guard.repeated
+
+
+def test_release_stops_guarding_and_returns_the_held_text():
+    guard = RepetitionGuard([WEATHER])
+    assert guard.feed("London today ") == ""
+    assert guard.release() == "London today " and guard.feed("is") == "is"
+
+
+def test_no_earlier_replies_means_no_holding():
+    guard = RepetitionGuard([])
+    assert guard.feed("London today is") == "London today is"
+    with pytest.raises(ValueError):
+        RepetitionGuard([], prefix_words=0)
+
+
+async def test_a_model_that_repeats_its_previous_reply_is_caught_and_the_second_reply_streams_and_is_stored():
+    memory = FakeMemory()
+    model = ScriptedChatModel([WEATHER, WEATHER, "Your favourite colour is blue."])
+    agent = Agent(name="A", model=model, memory=memory)
+    await agent.generate("What's the weather in London?", memory=MEM)
+    stream = agent.stream("What is my favourite colour?", memory=MEM)
+    chunks = [c async for c in stream]
+    result = await stream.result()
+    streamed = "".join(c.payload["text"] for c in chunks if c.type == "text-delta")
+    assert streamed == result.text == "Your favourite colour is blue."
+    assert [c.type for c in chunks].count("text-start") == 1
+    assert memory.thread("t1")[-1]["content"] == "Your favourite colour is blue."
+    assert model.calls == 3
+    retry = model.requests[2]
+    assert retry.messages[-1].content == NUDGE and retry.temperature >= 0.8
+    assert model.requests[1].messages[-1].content == "What is my favourite colour?"
+    # The discarded attempt was stopped before the model's final usage, so the usage is the second attempt's.
+    assert result.usage.completion_tokens == len(result.text.split())
+
+
+async def test_a_second_repeat_is_let_through_and_logged_with_a_code(caplog):
+    memory = FakeMemory()
+    model = ScriptedChatModel([WEATHER])  # always the same answer
+    agent = Agent(name="A", model=model, memory=memory)
+    await agent.generate("Weather?", memory=MEM)
+    with caplog.at_level(logging.INFO, logger="voiceserver.agent"):
+        result = await agent.generate("My name is Ada.", memory=MEM)
+    assert result.text == WEATHER and model.calls == 3
+    codes = [getattr(r, "fields", {}).get("code") for r in caplog.records]
+    assert "reply_repeat_caught" in codes and "reply_repeated" in codes
+
+
+async def test_the_guard_leaves_tool_steps_and_structured_output_alone():
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        text: str
+
+    same = '{"text": "London today is forecasted to be sunny"}'
+    model = ScriptedChatModel([same, same])
+    agent = Agent(name="A", model=model)
+    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": same},
+               {"role": "user", "content": "q"}]
+    result = await agent.generate(history, structured_output={"schema": Answer})
+    assert result.object.text.startswith("London") and model.calls == 1
+
+
+async def test_without_memory_the_earlier_replies_come_from_the_input_history():
+    model = ScriptedChatModel([WEATHER, "Paris is the capital of France."])
+    agent = Agent(name="A", model=model)
+    result = await agent.generate([{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": WEATHER},
+                                   {"role": "user", "content": "Capital of France?"}])
+    assert result.text == "Paris is the capital of France." and model.calls == 2
+
+
+async def test_a_cancelled_held_reply_sends_nothing():
+    model = ScriptedChatModel([Reply(text=WEATHER, chunk_delay_s=0.01)])
+    agent = Agent(name="A", model=model)
+    history = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": WEATHER},
+               {"role": "user", "content": "Again?"}]
+    stream = agent.stream(history)
+    seen = []
+    async for chunk in stream:
+        seen.append(chunk.type)
+        if chunk.type == "step-start":
+            await stream.cancel()
+    assert "text-delta" not in seen and seen[-1] == "abort" and model.cancelled == 1

@@ -1,0 +1,245 @@
+"""The prompt of one turn: what memory adds, laid out for the prompt cache and fitted into a token budget.
+
+Pure functions and values (no I/O), shared by agent runs and network runs. The layout, in this order:
+
+1. the system prompt (and the tool descriptions the provider adds to it): stable;
+2. working memory (memory's system message): changes rarely;
+3. the history: grows at the end;
+4. what changes every turn, last: the recalled messages (one system message), then the new input.
+
+So a local model's prompt cache (llama.cpp reuses the longest common token prefix with its previous call) keeps
+1-3 from one turn to the next; recall placed before the history would rewrite the prefix every turn.
+
+The history window moves in blocks, never by one message a turn: its first message is kept from turn to turn (a
+:class:`HistoryWindows` entry per thread) until the window is over the budget or memory's own window has moved
+past it; then it is cut back to half (of the budget left for history, or of memory's window). The prefix stays
+identical for several turns in a row, and the model re-reads the history only at a cut.
+
+When the budget is tight, recall is trimmed first, then the oldest history. The system prompt, working memory and
+the input are always sent whole. ``budget=0`` means no budget and no block window (memory's window as it is).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from ..llm.base import ChatMessage, ToolSpec
+from .memory_bridge import history_to_chat, message_field
+
+DEFAULT_PROMPT_BUDGET_TOKENS = 1024  # fits a 2048-token local context with room for the reply and the tool list
+MESSAGE_OVERHEAD_TOKENS = 4  # the chat template's role markers around each message (ChatML: about 4)
+MAX_RECALLED_CHARS = 4000  # recall text at most, whatever the budget
+MAX_RECALLED_MESSAGE_CHARS = 500
+MAX_WINDOWS = 10_000  # threads whose window start is remembered (least recently used are forgotten)
+RECALL_HEADER = "Earlier messages from this user that may help (use them only if they are relevant):"
+
+TokenCounter = Callable[[str], int]
+
+
+def estimate_tokens(text: str) -> int:
+    """A model-free estimate: about four characters a token for English text."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def token_counter(model: Any) -> TokenCounter:
+    """``model.count_tokens`` when the model has one (exact for llama.cpp), else :func:`estimate_tokens`.
+
+    A counter that fails (a model that cannot tokenize yet) falls back to the estimate for that text.
+    """
+    count = getattr(model, "count_tokens", None)
+    if not callable(count):
+        return estimate_tokens
+
+    def counted(text: str) -> int:
+        try:
+            value = count(text)
+        except Exception:  # noqa: BLE001 - an estimate is good enough for a budget
+            return estimate_tokens(text)
+        return value if isinstance(value, int) and not isinstance(value, bool) else estimate_tokens(text)
+
+    return counted
+
+
+def message_tokens(message: ChatMessage, count: TokenCounter) -> int:
+    """One message as the model reads it: its text, its tool calls' JSON, and the template's markers."""
+    total = MESSAGE_OVERHEAD_TOKENS + count(message.content or "")
+    for call in message.tool_calls or []:
+        total += count(call.name) + count(json.dumps(call.arguments, ensure_ascii=False))
+    return total
+
+
+def tools_tokens(tools: list[ToolSpec], count: TokenCounter) -> int:
+    """The tool descriptions a provider adds to the system prompt (names, descriptions, argument schemas)."""
+    return sum(count(f"{t.name}: {t.description} {json.dumps(t.parameters, ensure_ascii=False)}") for t in tools)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextReport:
+    """What went into a turn's prompt: the payload of the agent stream's ``context`` chunk."""
+
+    prompt_tokens: int
+    budget: int
+    history_messages: int
+    recalled_messages: int
+    dropped_history: int
+    working_memory: bool
+
+    def payload(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens, "budget": self.budget,
+                "history_messages": self.history_messages, "recalled_messages": self.recalled_messages,
+                "dropped_history": self.dropped_history, "working_memory": self.working_memory}
+
+
+@dataclass(slots=True)
+class PromptPlan:
+    """The laid-out prompt: ``prefix`` (system, working memory, history), ``recall`` (zero or one system message)
+    and ``tail`` (the input); ``window_start`` is the id of the first history message kept (None: no history)."""
+
+    prefix: list[ChatMessage]
+    recall: list[ChatMessage]
+    tail: list[ChatMessage]
+    report: ContextReport
+    window_start: str | None
+
+    @property
+    def messages(self) -> list[ChatMessage]:
+        return [*self.prefix, *self.recall, *self.tail]
+
+
+class HistoryWindows:
+    """Where each thread's history window starts (a message id), kept between turns; bounded, least recently used
+    threads forgotten first. Losing an entry costs one prefix rewrite, nothing else."""
+
+    def __init__(self, max_entries: int = MAX_WINDOWS):
+        self._starts: OrderedDict[Hashable, str | None] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, key: Hashable) -> tuple[bool, str | None]:
+        """(known, start id) for ``key``."""
+        if key not in self._starts:
+            return False, None
+        self._starts.move_to_end(key)
+        return True, self._starts[key]
+
+    def set(self, key: Hashable, start: str | None) -> None:
+        self._starts[key] = start
+        self._starts.move_to_end(key)
+        while len(self._starts) > self._max:
+            self._starts.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+
+def render_recall(recalled: list[Any]) -> str | None:
+    """Recalled memory messages (text ones) as one system message text, oldest first; None when there are none."""
+    lines = []
+    total = 0
+    for m in recalled:
+        if (message_field(m, "type", "text") or "text") != "text":
+            continue
+        text = " ".join((message_field(m, "content", "") or "").split())
+        if not text:
+            continue
+        if len(text) > MAX_RECALLED_MESSAGE_CHARS:
+            text = text[: MAX_RECALLED_MESSAGE_CHARS - 3] + "..."
+        line = f"- {message_field(m, 'role')}: {text}"
+        total += len(line)
+        if total > MAX_RECALLED_CHARS:
+            break
+        lines.append(line)
+    return RECALL_HEADER + "\n" + "\n".join(lines) if lines else None
+
+
+def layout_prompt(*, system: list[ChatMessage], working_memory: str | None, history: list[Any],
+                  recalled: list[Any], tail: list[ChatMessage], budget: int, count: TokenCounter,
+                  window: tuple[bool, str | None] = (False, None), extra_tokens: int = 0) -> PromptPlan:
+    """Lay out one turn's prompt (see the module notes).
+
+    ``history`` and ``recalled`` are memory messages (objects or dicts with ``id``, ``role``, ``content``,
+    ``type``), chronological, as :meth:`Memory.prepare` returns them; ``window`` is ``HistoryWindows.get(...)`` for
+    the thread; ``extra_tokens`` counts what the provider adds (the tool descriptions).
+    """
+    wm = [ChatMessage("system", working_memory)] if working_memory else []
+    fixed = extra_tokens + sum(message_tokens(m, count) for m in (*system, *wm, *tail))
+    start = _window_start(history, window, budget)
+    kept = history[start:]
+    chat = history_to_chat(kept)
+    used = sum(message_tokens(m, count) for m in chat)
+    if budget > 0 and fixed + used > budget:
+        kept = _newest_within(kept, (budget - fixed) // 2, count)
+        chat = history_to_chat(kept)
+        used = sum(message_tokens(m, count) for m in chat)
+    kept_ids = {message_field(m, "id") for m in kept}
+    candidates = [m for m in recalled if message_field(m, "id") not in kept_ids]
+    recall = _fit_recall(candidates, budget - fixed - used if budget > 0 else None, count)
+    recall_tokens = sum(message_tokens(m, count) for m in recall[0])
+    report = ContextReport(prompt_tokens=fixed + used + recall_tokens, budget=budget, history_messages=len(kept),
+                           recalled_messages=recall[1], dropped_history=len(history) - len(kept),
+                           working_memory=bool(wm))
+    first = message_field(kept[0], "id") if kept else None
+    return PromptPlan(prefix=[*system, *wm, *chat], recall=recall[0], tail=list(tail), report=report,
+                      window_start=first)
+
+
+def _window_start(history: list[Any], window: tuple[bool, str | None], budget: int) -> int:
+    """Index of the first history message: the remembered start while memory still returns it (the thread's start
+    when none was remembered yet); the newest half of memory's window once memory's window moved past it."""
+    if budget <= 0 or not history:
+        return 0
+    known, start_id = window
+    ids = [message_field(m, "id") for m in history]
+    if not known or start_id is None:
+        return 0
+    if start_id in ids:
+        return ids.index(start_id)
+    return _at_user_message(history, len(history) // 2)  # memory's window slid past the start: cut back to half
+
+
+def _at_user_message(history: list[Any], start: int) -> int:
+    """Move a cut forward to a user message, so the history never opens with half an exchange."""
+    while start < len(history) and message_field(history[start], "role") != "user":
+        start += 1
+    return start
+
+
+def _newest_within(history: list[Any], room: int, count: TokenCounter) -> list[Any]:
+    """The newest messages that fit ``room`` tokens, starting at a user message."""
+    total = 0
+    start = len(history)
+    while start > 0:
+        total += _stored_tokens(history[start - 1], count)
+        if total > room:
+            break
+        start -= 1
+    return history[_at_user_message(history, start):]
+
+
+def _stored_tokens(message: Any, count: TokenCounter) -> int:
+    """A memory message's tokens in the prompt (its text, or a tool call's arguments)."""
+    meta = message_field(message, "metadata", None) or {}
+    args = meta.get("args") if isinstance(meta, dict) else None
+    extra = count(json.dumps(args, ensure_ascii=False)) if isinstance(args, dict) else 0
+    return MESSAGE_OVERHEAD_TOKENS + count(message_field(message, "content", "") or "") + extra
+
+
+def _fit_recall(recalled: list[Any], room: int | None, count: TokenCounter) -> tuple[list[ChatMessage], int]:
+    """The recall system message for as many recalled messages as fit ``room`` (None: no limit), dropping the
+    oldest first; and how many it holds."""
+    usable = [m for m in recalled if (message_field(m, "type", "text") or "text") == "text"
+              and (message_field(m, "content", "") or "").strip()]
+    while usable:
+        text = render_recall(usable)
+        if text is None:
+            return [], 0
+        message = ChatMessage("system", text)
+        if room is None or message_tokens(message, count) <= room:
+            shown = len(text.split("\n")) - 1
+            return [message], shown
+        usable = usable[1:]
+    return [], 0

@@ -1,0 +1,100 @@
+"""The repetition guard: a reply that repeats an earlier reply of the conversation word for word is caught while it
+streams, before the caller hears it.
+
+Small models parrot: asked something new, they answer with their previous answer. The guard compares the words
+streamed so far (normalised: lowercase, punctuation stripped) with the start of each earlier assistant reply in the
+prompt. Text is held back only while it still matches the start of one of them; a normal reply diverges within a
+word or two, so holding costs nothing. When the match reaches ``prefix_words`` words, or a whole earlier reply of at
+least ``min_words`` words, the attempt is a repeat: the run discards it and generates once more with a nudge (see
+:data:`NUDGE`) and stronger sampling. A second repeat is let through and logged (code ``reply_repeated``).
+
+Pure and incremental: ``feed(text)`` returns the text that is safe to emit now, ``finish()`` the rest at the end.
+"""
+
+from __future__ import annotations
+
+import re
+
+REPEAT_PREFIX_WORDS = 6  # this many matching words at the start of a reply make it a repeat
+REPEAT_MIN_WORDS = 3  # a whole earlier reply repeated counts only when it has at least this many words
+NUDGE = "Do not repeat your earlier answer; answer the new message."
+
+_PUNCTUATION = re.compile(r"[^\w]+")
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lowercase words with punctuation stripped ("Hello, Ada!" -> ["hello", "ada"])."""
+    return [w for w in (_PUNCTUATION.sub("", t.lower()) for t in text.split()) if w]
+
+
+def is_repeat(text: str, earlier: list[str], *, prefix_words: int = REPEAT_PREFIX_WORDS,
+              min_words: int = REPEAT_MIN_WORDS) -> bool:
+    """Whether a whole reply repeats one of ``earlier`` (the same rule the streaming guard applies)."""
+    guard = RepetitionGuard(earlier, prefix_words=prefix_words, min_words=min_words)
+    guard.feed(text)
+    guard.finish()
+    return guard.repeated
+
+
+class RepetitionGuard:
+    """Holds back streamed text while it matches the start of an earlier reply; see the module notes."""
+
+    def __init__(self, earlier: list[str], *, prefix_words: int = REPEAT_PREFIX_WORDS,
+                 min_words: int = REPEAT_MIN_WORDS):
+        if prefix_words < 1 or min_words < 1:
+            raise ValueError("prefix_words and min_words must be at least 1")
+        self.prefix_words = prefix_words
+        self.min_words = min_words
+        self._earlier = [w for w in (normalise_words(t) for t in earlier) if w]
+        self._held = ""
+        self._watching = bool(self._earlier)
+        self.repeated = False
+        self.matched: list[str] | None = None  # the earlier reply's words, when repeated
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def feed(self, text: str) -> str:
+        """Take the next piece of the reply; return what may be emitted now ("" while held or after a repeat)."""
+        if self.repeated:
+            return ""
+        if not self._watching:
+            return text
+        self._held += text
+        return self._check(final=False)
+
+    def release(self) -> str:
+        """Stop guarding this reply (it is not a parroted answer, e.g. it calls tools); return what was held."""
+        self._watching = False
+        out, self._held = ("" if self.repeated else self._held), ""
+        return out
+
+    def finish(self) -> str:
+        """The stream ended: decide on what is still held; return it unless it is a repeat."""
+        if self.repeated or not self._watching:
+            return ""
+        return self._check(final=True)
+
+    def _check(self, *, final: bool) -> str:
+        tokens = self._held.split()
+        complete = tokens if final or self._held[-1:].isspace() else tokens[:-1]
+        partial = "" if final or self._held[-1:].isspace() or not tokens else tokens[-1]
+        done = [w for w in (_PUNCTUATION.sub("", t.lower()) for t in complete) if w]
+        tail = _PUNCTUATION.sub("", partial.lower())
+        alive = False
+        for words in self._earlier:
+            if words[: len(done)] != done:
+                continue
+            if len(done) >= self.prefix_words or (len(done) >= len(words) >= self.min_words):
+                self.repeated = True
+                self.matched = words
+                self._held = ""
+                return ""
+            if len(done) < len(words) and (not tail or words[len(done)].startswith(tail)):
+                alive = True  # the next word may still match
+        if alive and not final:
+            return ""
+        self._watching = False  # diverged from every earlier reply: stop holding for the rest of this reply
+        out, self._held = self._held, ""
+        return out

@@ -1,0 +1,165 @@
+"""One model call of an agent run: stream the model, emit the chunks, guard against a repeated reply.
+
+A plain-text step (no response schema) runs behind the :class:`~voiceserver.agent.repetition.RepetitionGuard`
+built from the assistant replies already in the prompt: an attempt that repeats one of them is discarded before
+anything of it is emitted and the call is made once more, with a nudge and stronger sampling. What the second
+attempt says is what streams, what the step returns and what memory stores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..llm.base import ChatMessage, ChatModel, ChatRequest, Finish, TextDelta, ToolCall, ToolCallChunk, ToolSpec, Usage
+from ..logs import get_logger
+from .repetition import NUDGE, RepetitionGuard, is_repeat
+from .structured import parse_partial_json
+
+log = get_logger("AGENT")
+MAX_PARTIAL_OBJECT_CHARS = 32_000
+RETRY_TEMPERATURE = 0.8  # the second attempt after a repeat samples more freely (at least this temperature)
+RETRY_REPEAT_PENALTY = 1.3  # and, where the request supports one, with a stronger repetition penalty
+
+Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class StepOut:
+    """What one model call produced."""
+
+    text: str
+    calls: list[ToolCall]
+    finish_reason: str
+    usage: Usage
+    retried: bool = False  # the first attempt repeated an earlier reply and was discarded
+
+
+@dataclass
+class _Attempt:
+    parts: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    finish: Finish = field(default_factory=Finish)
+    repeated: bool = False
+
+
+class ModelStep:
+    """Streams one model call for a run. ``seen_call_ids`` are the tool call ids the run has already used."""
+
+    def __init__(self, model: ChatModel, emit: Emit, seen_call_ids: set[str]):
+        self.model = model
+        self.emit = emit
+        self.seen_call_ids = seen_call_ids
+        self._text_id: str | None = None
+
+    async def run(self, request: ChatRequest, *, earlier_replies: list[str]) -> StepOut:
+        """Stream ``request``; with ``earlier_replies`` (and no response schema) behind the repetition guard."""
+        guarded = request.response_schema is None and bool(earlier_replies)
+        first = await self._attempt(request, RepetitionGuard(earlier_replies) if guarded else None)
+        usage = _copy_usage(first.finish.usage)
+        attempt, retried = first, False
+        if first.repeated:
+            log.info("the reply repeated an earlier reply; generating it again",
+                     fields={"code": "reply_repeat_caught"})
+            attempt, retried = await self._attempt(nudged(request), None), True
+            usage.add(attempt.finish.usage)
+            if is_repeat("".join(attempt.parts), earlier_replies):
+                log.warning("the reply repeats an earlier reply even after a second attempt",
+                            fields={"code": "reply_repeated"})
+        if self._text_id is not None:
+            await self.emit("text-end", {"id": self._text_id})
+        reason = attempt.finish.reason
+        if reason == "tool_calls" and not attempt.calls:
+            reason = "stop"
+        return StepOut("".join(attempt.parts), attempt.calls, reason, usage, retried)
+
+    async def _attempt(self, request: ChatRequest, guard: RepetitionGuard | None) -> _Attempt:
+        out = _Attempt()
+        schema = request.response_schema
+        last_object: Any = None
+        stream = self.model.stream(request)
+        try:
+            async for chunk in stream:
+                if isinstance(chunk, TextDelta):
+                    if not chunk.text:
+                        continue
+                    text = guard.feed(chunk.text) if guard is not None else chunk.text
+                    if guard is not None and guard.repeated:
+                        out.repeated = True
+                        break  # stop the model now: this attempt is discarded
+                    await self._text(out, text)
+                    if schema is not None and sum(map(len, out.parts)) <= MAX_PARTIAL_OBJECT_CHARS:
+                        partial = parse_partial_json("".join(out.parts))
+                        if partial is not None and partial != last_object:
+                            last_object = partial
+                            await self.emit("object", {"object": partial})
+                elif isinstance(chunk, ToolCallChunk):
+                    if guard is not None:  # a step that calls tools is not a parroted answer
+                        await self._text(out, guard.release())
+                        guard = None
+                    call = chunk.call
+                    if not call.id or call.id in self.seen_call_ids:
+                        call = ToolCall(ToolCall.new_id(), call.name, call.arguments)  # never reuse an executed id
+                    self.seen_call_ids.add(call.id)
+                    out.calls.append(call)
+                    await self.emit("tool-call", {"tool_call_id": call.id, "tool_name": call.name,
+                                                  "args": call.arguments})
+                elif isinstance(chunk, Finish):
+                    out.finish = chunk
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+        if guard is not None and not out.repeated:
+            await self._text(out, guard.finish())
+            out.repeated = guard.repeated
+        if out.repeated:
+            out.parts = []
+        return out
+
+    async def _text(self, out: _Attempt, text: str) -> None:
+        if not text:
+            return
+        if self._text_id is None:
+            self._text_id = "txt_" + uuid.uuid4().hex[:12]
+            await self.emit("text-start", {"id": self._text_id})
+        out.parts.append(text)
+        await self.emit("text-delta", {"id": self._text_id, "text": text})
+
+
+def build_request(messages: list[ChatMessage], specs: list[ToolSpec], choice: str, schema: dict[str, Any] | None,
+                  settings: dict[str, Any]) -> ChatRequest:
+    """The chat request of one step from the run's messages and ``model_settings``."""
+    return ChatRequest(messages=list(messages), tools=specs, tool_choice=choice, response_schema=schema,
+                       max_tokens=settings.get("max_tokens"), temperature=settings.get("temperature"),
+                       stop=settings.get("stop"))
+
+
+def nudged(request: ChatRequest) -> ChatRequest:
+    """The request again, told not to repeat itself, with stronger sampling."""
+    changes: dict[str, Any] = {
+        "messages": [*request.messages, ChatMessage("system", NUDGE)],
+        "temperature": max(request.temperature or 0.0, RETRY_TEMPERATURE),
+    }
+    names = {f.name for f in dataclasses.fields(request)}
+    if "repeat_penalty" in names:  # llama.cpp's penalty, when the request carries one
+        changes["repeat_penalty"] = max(getattr(request, "repeat_penalty", None) or 1.0, RETRY_REPEAT_PENALTY)
+    return dataclasses.replace(request, **changes)
+
+
+def earlier_replies(messages: list[ChatMessage]) -> list[str]:
+    """The assistant replies in a prompt (text only, not tool-call JSON), oldest first."""
+    return [m.content for m in messages if m.role == "assistant" and m.content and m.content.strip()]
+
+
+def _copy_usage(usage: Usage) -> Usage:
+    return dataclasses.replace(usage)
+
+
+def usage_json(usage: Usage) -> dict[str, int]:
+    """A Usage as the stream's payloads carry it."""
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "cached_tokens": int(getattr(usage, "cached_tokens", 0) or 0), "total_tokens": usage.total_tokens}
