@@ -48,8 +48,15 @@ class MemoryConfig(_Section):
     type: Literal["lancedb", "none"] = "lancedb"
     url: str | None = Field(None, description="LanceDB URI; default LANCEDB_URI")
     embedder: str = "wordllama"
-    last_messages: int = Field(10, ge=0, le=1000)
+    last_messages: int = Field(10, ge=0, le=1000, description="recent messages of the thread offered to the prompt "
+                                                              "(the prompt budget may send fewer)")
     semantic_recall: bool = True
+    recall_top_k: int = Field(2, ge=1, le=50, description="semantically recalled messages from the caller's "
+                                                          "earlier messages (each with its neighbours); was 3")
+    recall_message_range: int = Field(1, ge=0, le=20, description="neighbours before and after each recalled "
+                                                                  "message; was 2")
+    recall_threshold: float | None = Field(0.3, ge=-1.0, le=1.0, description="minimum cosine similarity of a "
+                                                                            "recalled message; null keeps every hit")
     working_memory: bool = True
     working_memory_scope: Literal["thread", "resource"] = "resource"
     working_memory_extract: bool | None = Field(
@@ -72,6 +79,11 @@ class AgentConfig(_Section):
     agents: list[str] = Field(default_factory=list, description="names of other configured agents used as sub-agents")
     network: bool = Field(False, description="in voice sessions, route each request over the agent's agents, "
                                              "workflows and tools (agent network; needs memory)")
+    prompt_budget_tokens: int = Field(
+        1024, ge=0, le=1_000_000,
+        description="tokens of a turn's prompt: history and recall are cut to fit (recall first, then the oldest "
+                    "history); the default fits the local model's 2048-token context with room for the reply; "
+                    "0 = no budget")
     voice: VoiceConfig = Field(default_factory=VoiceConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 

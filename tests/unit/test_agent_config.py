@@ -101,6 +101,30 @@ async def test_build_agents_with_tools_sub_agents_memory_and_voice(user_modules)
     assert registry.asked == ["local/smollm2"]
 
 
+def test_build_agents_sets_the_prompt_budget_and_the_voice_mode_from_the_settings():
+    configs = [AgentConfig(name="Plain"), AgentConfig(name="Router", network=True, prompt_budget_tokens=0)]
+    agents = build_agents(configs)
+    assert agents["Plain"].voice_mode == "agent" and agents["Plain"].prompt_budget_tokens == 1024
+    assert agents["Router"].voice_mode == "network" and agents["Router"].prompt_budget_tokens == 0
+    with pytest.raises(ValueError, match="voice_mode"):
+        Agent(name="x", model="local/smollm2", voice_mode="chat")
+    with pytest.raises(ValueError, match="prompt_budget_tokens"):
+        Agent(name="x", model="local/smollm2", prompt_budget_tokens=-1)
+
+
+def test_memory_settings_reach_the_memory_options(tmp_path):
+    from voiceserver import build_server
+    from voiceserver.settings import Settings
+
+    server = build_server(Settings(lancedb_uri=str(tmp_path / "m")))
+    recall = server.agents["Assistant"].memory.options.semantic_recall
+    assert (recall.top_k, recall.message_range, recall.threshold) == (2, 1, 0.3)  # fewer, shorter: for voice
+    old = {"memory": {"recall_top_k": 3, "recall_message_range": 2, "recall_threshold": None}}
+    server = build_server(Settings(lancedb_uri=str(tmp_path / "m"), agent=old))
+    recall = server.agents["Assistant"].memory.options.semantic_recall
+    assert (recall.top_k, recall.message_range, recall.threshold) == (3, 2, None)
+
+
 @pytest.mark.parametrize("configs, message", [
     ([AgentConfig(name="A"), AgentConfig(name="A")], "two agents are named 'A'"),
     ([AgentConfig(name="A b"), AgentConfig(name="a-b")], "the same id"),

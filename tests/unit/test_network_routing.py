@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from voiceserver.agent.agent import Agent
 from voiceserver.agent.tools import create_tool
+from voiceserver.llm.base import ChatMessage
 from voiceserver.network.routing import (
     COMPLETION_TITLE,
     ROUTING_TITLE,
@@ -91,15 +92,20 @@ def test_routing_schema_enumerates_real_ids_and_types():
 
 def test_routing_prompt_carries_instructions_descriptions_schemas_and_steps():
     prims = list_primitives(_agent())
-    system = routing_system_prompt("Be brief.", prims, ["Working memory: likes tea"])
+    system = routing_system_prompt("Be brief.", prims)
     assert system.startswith("Be brief.")
     assert "- researcher: Finds facts about places." in system
     assert '- weather: Current weather for a city. Input schema: {"properties":{"city":{"type":"string"}}' in system
-    assert "Working memory: likes tea" in system
     assert '"title"' not in system  # titles only repeat names
     steps = [StepRecord(1, "tool", "weather", '{"city": "Paris"}', '{"sky": "sunny"}')]
     messages = routing_messages(system, [], "Weather in Paris?", steps, feedback="the user also wants clothes")
     assert [m.role for m in messages] == ["system", "user"]
+    # Working memory and history follow the system prompt; recall comes last, just before the task.
+    prefix = [ChatMessage("system", "Working memory: likes tea"), ChatMessage("user", "hi"),
+              ChatMessage("assistant", "hello")]
+    laid = routing_messages(system, prefix, "Weather in Paris?", steps, recall=[ChatMessage("system", "recalled")])
+    assert [m.content for m in laid[1:4]] == ["Working memory: likes tea", "hi", "hello"]
+    assert laid[4].content == "recalled" and laid[5].role == "user"
     user = messages[-1].content
     assert "Task: Weather in Paris?" in user
     assert '1. tool weather (prompt: {"city": "Paris"}) -> result: {"sky": "sunny"}' in user

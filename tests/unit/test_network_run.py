@@ -315,6 +315,27 @@ async def test_earlier_conversation_reaches_the_routing_agent():
     assert [(m.role, m.content) for m in second[1:3]] == [("user", "I am Ann"), ("assistant", "Hi Ann.")]
 
 
+async def test_the_routing_prompt_has_the_agent_layout_working_memory_history_then_recall_last():
+    class RecallingMemory(FakeMemory):
+        async def prepare(self, *, resource_id, thread_id, query):
+            context = await super().prepare(resource_id=resource_id, thread_id=thread_id, query=query)
+            context.system_message = "Working memory: likes tea"
+            context.recalled = [{"id": "old", "role": "user", "content": "I live in Oslo", "type": "text"}]
+            return context
+
+    memory = RecallingMemory()
+    brain = Brain([route("none", "none", "Hi Ann.", "greeting"), route("none", "none", "Oslo.", "recall")])
+    agent = network_agent(brain, memory=memory)
+    await collect(run_network(agent, "I am Ann", memory=MEM))
+    await collect(run_network(agent, "Where do I live?", memory=MEM))
+    sent = [(m.role, m.content) for m in brain.requests[1].messages]
+    assert sent[1] == ("system", "Working memory: likes tea")
+    assert sent[2:4] == [("user", "I am Ann"), ("assistant", "Hi Ann.")]
+    assert sent[4][0] == "system" and "I live in Oslo" in sent[4][1]
+    assert sent[5][0] == "user" and "Task: Where do I live?" in sent[5][1]
+    assert "likes tea" not in sent[0][1]  # the routing system prompt itself stays the same every turn
+
+
 # --- failures and cancellation -------------------------------------------------------------------------------------
 
 

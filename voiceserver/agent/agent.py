@@ -279,6 +279,12 @@ class Agent:
             self._storage = candidate if isinstance(candidate, RunStore) else InMemoryRunStore()
         return self._storage
 
+    @property
+    def history_windows(self) -> HistoryWindows:
+        """Where each thread's history window starts, shared by this agent's runs and network runs (see
+        :mod:`voiceserver.agent.prompt`)."""
+        return self._windows
+
     def list_tools(self) -> list[str]:
         """The tool names the model is offered (memory's working-memory tool is added per run)."""
         return list(self._offered)

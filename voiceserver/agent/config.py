@@ -23,6 +23,7 @@ from typing import Any
 from .agent import Agent, slug_id
 from .delegation import is_workflow
 from .errors import AgentConfigError
+from .prompt import DEFAULT_PROMPT_BUDGET_TOKENS
 from .tools import Tool
 
 _PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
@@ -149,6 +150,8 @@ def _build_one(config: Any, subs: dict[str, Agent], model_registry: Any, memory_
     try:
         return Agent(name=config.name, description=config.description, instructions=config.instructions,
                      model=config.model, tools=tools, agents=subs, workflows=workflows, memory=memory, voice=voice,
-                     model_registry=model_registry, storage=storage)
+                     model_registry=model_registry, storage=storage,
+                     prompt_budget_tokens=getattr(config, "prompt_budget_tokens", DEFAULT_PROMPT_BUDGET_TOKENS),
+                     voice_mode="network" if getattr(config, "network", False) else "agent")
     except (ValueError, TypeError) as exc:
         raise AgentConfigError(f"{where}: {exc}") from None

@@ -30,7 +30,6 @@ from .messages import sanitize_tool_pairs
 from .tools import Tool, ToolContext
 
 WORKING_MEMORY_TOOL = "update-working-memory"
-MAX_RECALLED_CHARS = 4000
 MAX_TOOL_CONTENT_CHARS = 8000  # a tool message in history: enough for the model, bounded for the prompt
 MAX_RESULT_METADATA_CHARS = 20_000
 
@@ -119,23 +118,6 @@ def history_to_chat(messages: list[Any]) -> list[ChatMessage]:
         elif role in ("user", "assistant", "system"):
             out.append(ChatMessage(role, content))
     return sanitize_tool_pairs(out)
-
-
-def recalled_system_message(recalled: list[Any], history_ids: set[str]) -> str | None:
-    """Semantically recalled messages (not already in the history) as one system message."""
-    lines = []
-    total = 0
-    for m in recalled:
-        if message_field(m, "id") in history_ids or (message_field(m, "type", "text") or "text") != "text":
-            continue
-        line = f"- {message_field(m, 'role')}: {message_field(m, 'content', '')}"
-        total += len(line)
-        if total > MAX_RECALLED_CHARS:
-            break
-        lines.append(line)
-    if not lines:
-        return None
-    return "Relevant messages from earlier conversations with this user:\n" + "\n".join(lines)
 
 
 def working_memory_tool(memory: Any, spec: dict[str, Any], resource_id: str, thread_id: str) -> Tool:

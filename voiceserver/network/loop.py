@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..agent.errors import StructuredOutputError
-from ..agent.memory_bridge import MemoryRecords, history_to_chat, recalled_system_message, to_storage
+from ..agent.memory_bridge import MemoryRecords, to_storage
+from ..agent.prompt import layout_prompt, token_counter
 from ..agent.structured import StructuredOutput, parse_partial_json
 from ..agent.tools import to_jsonable
 from ..engines import ProviderError
@@ -40,6 +41,7 @@ from .routing import (
     routing_messages,
     routing_schema,
     routing_system_prompt,
+    routing_user_prompt,
 )
 from .state import RUN_KIND, NetworkState
 from .stream import NetworkResult, NetworkStream
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 log = get_logger("NETWORK")
 DECISION_ATTEMPTS = 2  # a routing or completion answer that cannot be read is asked for once more
 INPUT_ATTEMPTS = 2
-MAX_HISTORY_MESSAGES = 20  # earlier conversation shown to the routing agent
+MAX_HISTORY_MESSAGES = 20  # earlier conversation shown to the routing agent without a prompt budget
 MAX_PARTIAL_OBJECT_CHARS = 32_000
 MAX_MEMORY_RESULT_CHARS = 4000
 
@@ -79,8 +81,8 @@ class NetworkRun:
         self.model: ChatModel | None = None
         self.instructions = ""
         self.primitives: list[Primitive] = []
-        self.history: list[ChatMessage] = []
-        self.system_extra: list[str] = []
+        self.history: list[ChatMessage] = []  # working memory and the earlier conversation, after the system prompt
+        self.recall: list[ChatMessage] = []  # recalled messages, just before the task (they change every turn)
         self.records = MemoryRecords(state.resource_id, state.thread_id)
         self.runner = PrimitiveRunner(self)
 
@@ -149,8 +151,8 @@ class NetworkRun:
     async def _route(self) -> RoutingDecision:
         st = self.state
         self.emit("routing-agent-start", {"network_id": self.agent.id, "iteration": st.iteration, "task": st.task})
-        system = routing_system_prompt(self.instructions, self.primitives, self.system_extra)
-        messages = routing_messages(system, self.history, st.task, st.steps, st.feedback)
+        system = routing_system_prompt(self.instructions, self.primitives)
+        messages = routing_messages(system, self.history, st.task, st.steps, st.feedback, self.recall)
         schema = routing_schema(self.primitives)
         usage = Usage()
         problem = ""
@@ -216,7 +218,8 @@ class NetworkRun:
         return check.is_complete
 
     async def _completion_check(self) -> CompletionCheck:
-        messages = completion_messages(self.instructions, self.history, self.state.task, self.state.steps)
+        messages = completion_messages(self.instructions, self.history, self.state.task, self.state.steps,
+                                       self.recall)
         problem = ""
         for _ in range(DECISION_ATTEMPTS):
             text = await self._complete(messages, completion_schema(), Usage())
@@ -348,19 +351,27 @@ class NetworkRun:
         return result.text
 
     async def _load_memory(self, save_input: bool) -> None:
-        """The earlier conversation for the routing agent; a fresh run then saves the caller's message(s)."""
+        """The earlier conversation for the routing agent, laid out like an agent turn's prompt (working memory,
+        history in blocks, recall last: see :mod:`voiceserver.agent.prompt`) within the agent's prompt budget; a
+        fresh run then saves the caller's message(s)."""
         memory, st = self.agent.memory, self.state
         ctx = await memory.prepare(resource_id=st.resource_id, thread_id=st.thread_id, query=st.task)
         own = set(st.saved_ids)
         past = [m for m in (getattr(ctx, "history", None) or []) if _get(m, "id") not in own]
-        self.history = history_to_chat(past)[-MAX_HISTORY_MESSAGES:]
-        while self.history and self.history[0].role == "tool":
-            self.history.pop(0)  # a cut that starts inside a tool exchange
-        if getattr(ctx, "system_message", None):
-            self.system_extra.append(str(ctx.system_message))
-        recalled = recalled_system_message(list(getattr(ctx, "recalled", None) or []), {_get(m, "id") for m in past})
-        if recalled:
-            self.system_extra.append(recalled)
+        budget = getattr(self.agent, "prompt_budget_tokens", 0) or 0
+        windows = getattr(self.agent, "history_windows", None) if budget else None
+        key = (st.resource_id, st.thread_id)
+        if windows is None:
+            budget, past = 0, past[-MAX_HISTORY_MESSAGES:]
+        system = ChatMessage("system", routing_system_prompt(self.instructions, self.primitives))
+        plan = layout_prompt(system=[system], working_memory=getattr(ctx, "system_message", None) or None,
+                             history=past, recalled=list(getattr(ctx, "recalled", None) or []),
+                             tail=[ChatMessage("user", routing_user_prompt(st.task, st.steps))], budget=budget,
+                             count=token_counter(self.model),
+                             window=windows.get(key) if windows is not None else (False, None))
+        if windows is not None:
+            windows.set(key, plan.window_start)
+        self.history, self.recall = plan.prefix[1:], plan.recall
         if save_input:
             records = [r for m in self.input for r in self.records.from_input(m)]
             await self._save(records)

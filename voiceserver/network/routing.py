@@ -159,7 +159,7 @@ def routing_schema(primitives: list[Primitive]) -> dict[str, Any]:
     }
 
 
-def routing_system_prompt(instructions: str, primitives: list[Primitive], extra: list[str] | None = None) -> str:
+def routing_system_prompt(instructions: str, primitives: list[Primitive]) -> str:
     """The routing agent's system prompt: the agent's own instructions, then the primitives and the rules."""
     parts = [instructions.strip()] if instructions and instructions.strip() else []
     parts.append("You coordinate a network of agents, workflows and tools. For the user's task, pick ONE primitive "
@@ -180,7 +180,6 @@ def routing_system_prompt(instructions: str, primitives: list[Primitive], extra:
     parts.append('Answer with one JSON object {"primitive_id", "primitive_type", "prompt", "selection_reason"}. '
                  'With primitive_id "none" and primitive_type "none", put your answer to the user in "prompt". '
                  "Do not run the same primitive with the same prompt again: use the results of the steps so far.")
-    parts.extend(extra or [])
     return "\n\n".join(parts)
 
 
@@ -192,9 +191,10 @@ def routing_user_prompt(task: str, steps: list[StepRecord], feedback: str | None
 
 
 def routing_messages(system: str, history: list[ChatMessage], task: str, steps: list[StepRecord],
-                     feedback: str | None = None) -> list[ChatMessage]:
-    """System prompt, the earlier conversation (from memory), then the task with the steps so far."""
-    return [ChatMessage("system", system), *history,
+                     feedback: str | None = None, recall: list[ChatMessage] | None = None) -> list[ChatMessage]:
+    """System prompt, the earlier conversation (from memory), the recalled messages, then the task with the steps
+    so far (what changes every turn comes last, after the prefix a prompt cache can keep)."""
+    return [ChatMessage("system", system), *history, *(recall or []),
             ChatMessage("user", routing_user_prompt(task, steps, feedback))]
 
 
@@ -315,8 +315,8 @@ def completion_schema() -> dict[str, Any]:
     }
 
 
-def completion_messages(instructions: str, history: list[ChatMessage], task: str,
-                        steps: list[StepRecord]) -> list[ChatMessage]:
+def completion_messages(instructions: str, history: list[ChatMessage], task: str, steps: list[StepRecord],
+                        recall: list[ChatMessage] | None = None) -> list[ChatMessage]:
     """Ask whether the task is complete after the latest step."""
     system = (instructions.strip() + "\n\n" if instructions and instructions.strip() else "") + (
         "You check whether a task handled by a network of agents, workflows and tools is complete. The user sees "
@@ -326,7 +326,7 @@ def completion_messages(instructions: str, history: list[ChatMessage], task: str
     user = f"Task: {task}\n\n{format_steps(steps)}"
     if latest is not None:
         user += f"\n\nThe {latest.primitive_type} {latest.primitive_id} has just run. Is the task complete?"
-    return [ChatMessage("system", system), *history, ChatMessage("user", user)]
+    return [ChatMessage("system", system), *history, *(recall or []), ChatMessage("user", user)]
 
 
 def parse_completion(text: str) -> CompletionCheck:

@@ -175,7 +175,8 @@ def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any
         if store_key not in cache:
             cache[store_key] = LanceDBStore(uri=uri, storage_options=dict(settings.lancedb_storage_options) or None)
         options = {"last_messages": config.last_messages,
-                   "semantic_recall": {"top_k": 3, "message_range": 2, "scope": "resource"}
+                   "semantic_recall": {"top_k": config.recall_top_k, "message_range": config.recall_message_range,
+                                       "threshold": config.recall_threshold, "scope": "resource"}
                    if config.semantic_recall else {"enabled": False},
                    "working_memory": {"enabled": config.working_memory, "scope": config.working_memory_scope,
                                       "extract": extract}}
@@ -244,9 +245,6 @@ def build_server(
                               memory_factory=lambda cfg: memory or _build_memory(settings, cfg, cache, local_model),
                               voice_factory=voice_for)
         default_agent = settings.agent.name
-        for config in settings.agent_configs:
-            if config.network and config.name in agents:
-                agents[config.name].voice_mode = "network"
         covered = {id(e) for e in (*_members(server.stt), *_members(server.tts))}
         for engine in speech.engines():  # engines only an agent's own voice uses are loaded and closed too
             if id(engine) not in covered:
