@@ -115,7 +115,7 @@ def _common(a: list[int], b: list[int]) -> int:
 
 async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Namespace, models_dir: Path,
                    data_dir: Path) -> list[dict[str, Any]]:
-    from voiceserver.app import build_server
+    from voiceserver import build_server
 
     agent_settings = {"model": args.model, **agent_overrides}
     settings = Settings(models_dir=models_dir, lancedb_uri=str(data_dir / name), agent=agent_settings)

@@ -135,3 +135,41 @@ async def test_background_compaction_keeps_every_row_under_concurrent_writes(tmp
     assert [m.content for m in (await memory.recall("thread-0", "caller-0")).messages] == [
         f"c0 m{i}" for i in range(6, 12)]
     await memory.close()
+
+
+class HeldLiveWork:
+    """Stands in for the server's LiveActivity: live work runs until the test ends it."""
+
+    def __init__(self) -> None:
+        self.idle = asyncio.Event()
+        self.waited = 0
+
+    async def wait_idle_async(self, timeout: float | None = None) -> bool:
+        self.waited += 1
+        await self.idle.wait()
+        return True
+
+
+async def test_compaction_waits_for_live_work_to_pause_and_runs_on_a_low_priority_thread(tmp_path):
+    live = HeldLiveWork()
+    store = LanceDBStore(tmp_path / "mem", compact_every=2, live_activity=live)
+    memory = Memory(store, embedder=None)
+    for i in range(4):
+        await memory.save_messages([Message("user", f"m{i}", "thread-1", "caller-1")])
+    for _ in range(50):
+        if live.waited:
+            break
+        await asyncio.sleep(0.01)
+    assert live.waited >= 1 and store._maintenance_counts == {}  # due, but held while live work runs
+    live.idle.set()
+    for _ in range(500):
+        if store._maintenance_counts:
+            break
+        await asyncio.sleep(0.01)
+    assert store._maintenance_counts, "compaction never ran after live work paused"
+    nice = store._maintenance_executor().submit(lambda: os.getpriority(os.PRIO_PROCESS, 0)).result()
+    assert nice >= 10  # the compaction thread yields the CPU to live turns
+    assert os.getpriority(os.PRIO_PROCESS, 0) < nice  # the loop's own thread keeps its priority
+    await memory.close()
+    assert [m.content for m in (await Memory(LanceDBStore(tmp_path / "mem"), embedder=None)
+                                .recall("thread-1", "caller-1")).messages] == ["m0", "m1", "m2", "m3"]

@@ -33,7 +33,7 @@ from .errors import AgentError, StructuredOutputError
 from .memory_bridge import WORKING_MEMORY_TOOL, working_memory_tool
 from .messages import last_user_text, sanitize_tool_pairs
 from .processors import RunContext, TripWire, run_input_processors, run_output_processors
-from .prompt import HistoryWindows, layout_prompt, token_counter, tools_tokens
+from .prompt import HistoryWindows, PromptPlan, layout_prompt, token_counter, tools_tokens
 from .run_model import ModelStep, StepOut, build_request, earlier_replies, usage_json
 from .run_state import CurrentStep, RunState
 from .run_tools import RunTools
@@ -188,10 +188,16 @@ class AgentRun:
         count = token_counter(self.model)
         window_key = self._window_key()
         windows = self.services.windows
-        plan = layout_prompt(system=system, working_memory=working, history=history, recalled=recalled,
-                             tail=self.input, budget=self.agent.prompt_budget_tokens, count=count,
-                             window=windows.get(window_key) if window_key else (False, None),
-                             extra_tokens=tools_tokens(self._tool_specs(True)[0], count))
+        window = windows.get(window_key) if window_key else (False, None)
+        specs = self._tool_specs(True)[0]
+
+        def layout() -> PromptPlan:
+            return layout_prompt(system=system, working_memory=working, history=history, recalled=recalled,
+                                 tail=self.input, budget=self.agent.prompt_budget_tokens, count=count,
+                                 window=window, extra_tokens=tools_tokens(specs, count))
+
+        # In a thread: counting tokens is the model's tokenizer (llama.cpp), tens of microseconds a message.
+        plan = await asyncio.to_thread(layout)
         if window_key is not None:
             windows.set(window_key, plan.window_start)
         messages = await run_input_processors(self.agent.input_processors, plan.messages, ctx)

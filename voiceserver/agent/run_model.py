@@ -22,7 +22,6 @@ from .structured import parse_partial_json
 log = get_logger("AGENT")
 MAX_PARTIAL_OBJECT_CHARS = 32_000
 RETRY_TEMPERATURE = 0.8  # the second attempt after a repeat samples more freely (at least this temperature)
-RETRY_REPEAT_PENALTY = 1.3  # and, where the request supports one, with a stronger repetition penalty
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -139,15 +138,10 @@ def build_request(messages: list[ChatMessage], specs: list[ToolSpec], choice: st
 
 
 def nudged(request: ChatRequest) -> ChatRequest:
-    """The request again, told not to repeat itself, with stronger sampling."""
-    changes: dict[str, Any] = {
-        "messages": [*request.messages, ChatMessage("system", NUDGE)],
-        "temperature": max(request.temperature or 0.0, RETRY_TEMPERATURE),
-    }
-    names = {f.name for f in dataclasses.fields(request)}
-    if "repeat_penalty" in names:  # llama.cpp's penalty, when the request carries one
-        changes["repeat_penalty"] = max(getattr(request, "repeat_penalty", None) or 1.0, RETRY_REPEAT_PENALTY)
-    return dataclasses.replace(request, **changes)
+    """The request again, told not to repeat itself, sampling more freely (a higher temperature: the request has
+    no repetition penalty of its own; the local model's penalties are its settings, ``llm.*``)."""
+    return dataclasses.replace(request, messages=[*request.messages, ChatMessage("system", NUDGE)],
+                               temperature=max(request.temperature or 0.0, RETRY_TEMPERATURE))
 
 
 def earlier_replies(messages: list[ChatMessage]) -> list[str]:

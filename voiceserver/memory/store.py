@@ -16,23 +16,26 @@ atomic rename. A process sees its own writes at once and other processes' writes
 grows with the versions kept: ``keep_versions_s``).
 
 Fragments: every append creates one small fragment, and a query pays for each fragment that no index covers.
-After ``compact_every`` writes to a table, a background task (one at a time, one thread) merges the new small
-fragments into one (at most ``target_rows_per_fragment`` rows; larger fragments are never rewritten again, so the
-cost does not grow with the table). Every ``full_every``-th pass also adds the new rows to the scalar indexes and
-drops versions older than ``keep_versions_s``; in between, queries flat-scan the one small unindexed fragment.
-Tiered compaction needs
-pylance (``lance``); without it, LanceDB's ``optimize()`` is used, which also rewrites large fragments next to
-small ones.
+After ``compact_every`` writes to a table, a background task (one at a time, on one dedicated thread whose nice
+value is raised so live turns get the CPU first, and, given ``live_activity``, only once live work pauses) merges
+the new small fragments into one (at most ``target_rows_per_fragment`` rows; larger fragments are never rewritten
+again, so the cost does not grow with the table). Every ``full_every``-th pass also adds the new rows to the scalar
+indexes and drops versions older than ``keep_versions_s``; in between, queries flat-scan the one small unindexed
+fragment. Tiered compaction needs pylance (``lance``); without it, LanceDB's ``optimize()`` is used, which also
+rewrites large fragments next to small ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +52,15 @@ log = get_logger("MEMORY")
 T = TypeVar("T")
 
 MAX_QUERY_ROWS = 100_000  # one query never materialises more rows than this
+MAINTENANCE_NICE = 10  # compaction's thread runs at this nice value: the CPU goes to live turns first
+MAINTENANCE_IDLE_WAIT_S = 30.0  # compaction waits this long at most for live work to pause before it starts
+
+
+def _lower_thread_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread's nice value is its own; threads it starts inherit
+    it). Best effort: other systems, or a sandbox that forbids it, keep the normal priority."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MAINTENANCE_NICE)
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -76,7 +88,7 @@ class LanceDBStore(LanceRunStoreMixin):
     def __init__(self, uri: str | Path = "./data/memory", *, storage_options: dict[str, str] | None = None,
                  read_consistency_s: float | None = 1.0, compact_every: int = 32,
                  target_rows_per_fragment: int = 4096, full_every: int = 8, keep_versions_s: float = 600.0,
-                 maintenance: bool = True, write_retries: int = 8):
+                 maintenance: bool = True, write_retries: int = 8, live_activity: Any = None):
         self.uri = str(uri)
         self.storage_options = dict(storage_options or {})
         self.read_consistency_s = read_consistency_s
@@ -94,6 +106,8 @@ class LanceDBStore(LanceRunStoreMixin):
         self._maintenance_tasks: dict[str, asyncio.Task] = {}
         self._maintenance_gate = asyncio.Semaphore(1)  # one compaction at a time: it is CPU work on 2 cores
         self._maintenance_counts: dict[str, int] = {}
+        self._maintenance_thread: ThreadPoolExecutor | None = None
+        self.live_activity = live_activity  # anything with ``async wait_idle_async(timeout)`` (engines.LiveActivity)
         self.maintenance_errors = 0
 
     # ----------------------------------------------------------------------------------------------- lifecycle
@@ -164,6 +178,9 @@ class LanceDBStore(LanceRunStoreMixin):
         tasks = list(self._maintenance_tasks.values())
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._maintenance_thread is not None:
+            self._maintenance_thread.shutdown(wait=False)
+            self._maintenance_thread = None
         self._tables.clear()
         self._db = None
 
@@ -294,6 +311,9 @@ class LanceDBStore(LanceRunStoreMixin):
 
     async def _maintain(self, name: str) -> None:
         async with self._maintenance_gate:
+            if self.live_activity is not None:  # start between live turns, not during one
+                with contextlib.suppress(Exception):
+                    await self.live_activity.wait_idle_async(timeout=MAINTENANCE_IDLE_WAIT_S)
             try:
                 await self.compact(name)
             except Exception as exc:  # noqa: BLE001 - compaction is an optimisation; the next run retries
@@ -319,9 +339,17 @@ class LanceDBStore(LanceRunStoreMixin):
             await table.optimize(cleanup_older_than=timedelta(seconds=self.keep_versions_s) if full else None)
         else:
             uri = await table.uri()
-            await asyncio.to_thread(self._compact_with_lance, uri, full)
+            await asyncio.get_running_loop().run_in_executor(self._maintenance_executor(), self._compact_with_lance,
+                                                             uri, full)
             await table.checkout_latest()  # read the compacted version now, not after read_consistency_s
         log.debug(f"compacted {name} ({'full' if full else 'delta'}) in {time.perf_counter() - started:.3f}s")
+
+    def _maintenance_executor(self) -> ThreadPoolExecutor:
+        """The one thread compaction runs on, at a lower CPU priority (created on first use, closed by close())."""
+        if self._maintenance_thread is None:
+            self._maintenance_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancedb-maintenance",
+                                                          initializer=_lower_thread_priority)
+        return self._maintenance_thread
 
     def _compact_with_lance(self, uri: str, full: bool) -> None:
         import lance

@@ -2,7 +2,8 @@
 
 Mixed into :class:`Memory`. Extraction is for small local models that do not call the working-memory tool
 reliably: the model is asked once more, with structured output (``ChatRequest.response_schema``), for the updated
-working memory. Failures are logged, never raised: the turn has already been answered.
+working memory. Every such call is background work (:func:`background_request`). Failures are logged, never
+raised: the turn has already been answered.
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ def _transcript(messages: list[Message], limit_chars: int = 4000) -> str:
     lines = [f"{m.role}: {' '.join(m.content.split())}" for m in messages if m.type == "text" and m.content.strip()]
     text = "\n".join(lines)
     return text[-limit_chars:]
+
+
+def background_request(**fields: Any) -> Any:
+    """A model request for work after the turn, sent with ``priority="background"``: the engines serve it after
+    live work (a turn being answered, speech being transcribed or synthesised) and never let it delay a turn."""
+    import dataclasses
+
+    from ..llm.base import ChatRequest
+
+    if "priority" in {f.name for f in dataclasses.fields(ChatRequest)}:  # ChatRequest.priority (llm/base.py)
+        fields["priority"] = "background"
+    return ChatRequest(**fields)
 
 
 def fallback_title(messages: list[Message]) -> str | None:
@@ -65,7 +78,7 @@ class TurnWork:
 
     async def _extract_working_memory(self, resource_id: str, thread_id: str, messages: list[Message],
                                       model: Any) -> None:
-        from ..llm.base import ChatMessage, ChatRequest
+        from ..llm.base import ChatMessage
 
         wm = self.options.working_memory
         stored = await self.get_working_memory(thread_id, resource_id)  # type: ignore[attr-defined]
@@ -83,9 +96,10 @@ class TurnWork:
                     "field memory (an empty object when nothing changed). Use null to forget a field.")
         prompt = (f"Current working memory:\n{working.display(wm, stored)}\n\nLatest exchange:\n"
                   f"{_transcript(messages)}")
-        request = ChatRequest(messages=[ChatMessage(role="system", content="You maintain notes about a user. " + task),
-                                        ChatMessage(role="user", content=prompt)],
-                              response_schema=working.extraction_schema(wm), temperature=0.0, max_tokens=400)
+        request = background_request(
+            messages=[ChatMessage(role="system", content="You maintain notes about a user. " + task),
+                      ChatMessage(role="user", content=prompt)],
+            response_schema=working.extraction_schema(wm), temperature=0.0, max_tokens=400)
         result = await model.complete(request)
         data = json.loads(result.text)
         if not isinstance(data, dict) or "memory" not in data:
@@ -99,13 +113,13 @@ class TurnWork:
         """Template mode, field by field: the model fills a flat object of the template's labels from what the user
         said (an easy structured task even for a 135M model), and only values grounded in the user's own words
         replace the template's lines. Existing data is never overwritten by an empty answer."""
-        from ..llm.base import ChatMessage, ChatRequest
+        from ..llm.base import ChatMessage
 
         said = " ".join(m.content for m in messages if m.role == "user" and m.type == "text")
         if not said.strip():
             return
         schema = {"type": "object", "properties": {f: {"type": "string"} for f in fields}, "required": fields}
-        request = ChatRequest(messages=[
+        request = background_request(messages=[
             ChatMessage(role="system", content="Extract facts the user states about themselves. For each field, "
                                                "write the value the user gave, or an empty string if they did not "
                                                "say it."),
@@ -127,9 +141,9 @@ class TurnWork:
             return
         title = None
         if model is not None:
-            from ..llm.base import ChatMessage, ChatRequest
+            from ..llm.base import ChatMessage
 
-            request = ChatRequest(messages=[
+            request = background_request(messages=[
                 ChatMessage(role="system", content="Give a short title (at most 8 words) for this conversation. "
                                                    "Reply with the title only."),
                 ChatMessage(role="user", content=_transcript(messages, 1500))], max_tokens=24, temperature=0.0)
