@@ -85,6 +85,18 @@ def test_tool_spec_and_system_block():
     assert "update-working-memory" not in system_block(wm(template=TEMPLATE), "# User\n- Name: Ada", read_only=True)
 
 
+def test_without_the_tool_the_block_shows_only_what_is_known():
+    extract = wm(template=TEMPLATE, extract=True)
+    assert system_block(extract, None, read_only=False) is None  # nothing known yet: no block at all
+    assert system_block(extract, TEMPLATE, read_only=False) is None  # the empty template is nothing known either
+    block = system_block(extract, "# User\n- Name: Ada\n- Location:\n- Interests: chess, tea\n", read_only=False)
+    assert block.endswith("- Name: Ada\n- Interests: chess, tea") and "Location" not in block and "#" not in \
+        block.split("\n", 1)[1]
+    schema = wm(schema=Profile, extract=True)
+    assert system_block(schema, "{}", read_only=False) is None
+    assert '"Ada"' in system_block(schema, '{"name": "Ada"}', read_only=False)
+
+
 def test_options_parse_and_reject():
     options = MemoryOptions.parse({"last_messages": 5, "semantic_recall": {"top_k": 2, "message_range": 1},
                                    "working_memory": {"enabled": True, "scope": "thread"}})

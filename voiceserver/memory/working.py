@@ -129,13 +129,21 @@ def display(options: WorkingMemoryOptions, stored: str | None) -> str:
     return stored if stored and stored.strip() else (options.template or "")
 
 
-def system_block(options: WorkingMemoryOptions, stored: str | None, read_only: bool) -> str:
-    """The working-memory part of the system message."""
-    shown = display(options, stored)
+def system_block(options: WorkingMemoryOptions, stored: str | None, read_only: bool) -> str | None:
+    """The working-memory part of the system message.
+
+    With the tool on offer the model sees the whole template (it must send the complete update). Otherwise (memory
+    filled by after-turn extraction, or read-only) it sees only what is known: the filled lines of the template, or
+    the stored object; and nothing at all while nothing is known. A small model reads a short block of facts better
+    than a template of empty fields, and the prompt stays shorter."""
     if read_only or not options.offers_tool:
-        how = ("This is what you know about the user from earlier conversations. Use it naturally; do not read it "
-               "out or mention that you keep notes.")
-    elif options.schema is None:
+        known = known_facts(options, stored)
+        if not known:
+            return None
+        return ("## What you know about the user\nFrom earlier conversations. Use it when it helps; do not read it "
+                f"out or mention that you keep notes.\n{known}")
+    shown = display(options, stored)
+    if options.schema is None:
         how = (f"This is what you know about the user. When they tell you something new or something changes, call "
                f"the {TOOL_NAME} tool with the complete updated Markdown (keep the template's headings, including "
                f"empty ones). Do not mention this memory to the user.")
@@ -144,6 +152,24 @@ def system_block(options: WorkingMemoryOptions, stored: str | None, read_only: b
                f"changes, call the {TOOL_NAME} tool with only the changed fields (null forgets a field). Do not "
                f"mention this memory to the user.")
     return f"## Working memory\n{how}\n<working_memory>\n{shown.strip()}\n</working_memory>"
+
+
+def known_facts(options: WorkingMemoryOptions, stored: str | None) -> str:
+    """What is known, without the template's empty fields: filled "- Label: value" lines and other text lines
+    (headings dropped), or the stored JSON object ("" for an empty one)."""
+    if not stored or not stored.strip():
+        return ""
+    if options.schema is not None:
+        return "" if stored.strip() in ("{}", "null") else stored.strip()
+    lines = []
+    for line in stored.splitlines():
+        match = _FIELD_LINE.match(line)
+        if match:
+            if match.group(3).strip():
+                lines.append(f"- {match.group(2).strip()}: {match.group(3).strip()}")
+        elif line.strip() and not line.lstrip().startswith("#"):
+            lines.append(line.strip())
+    return "\n".join(lines)
 
 
 def extraction_schema(options: WorkingMemoryOptions) -> dict[str, Any]:
