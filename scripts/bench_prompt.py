@@ -13,6 +13,7 @@ is printed. Each mode starts on an empty memory directory.
 
     .venv/bin/python scripts/bench_prompt.py                      # 20 turns over 3 calls, both modes
     .venv/bin/python scripts/bench_prompt.py --turns 6 --no-baseline   # quick look
+    .venv/bin/python scripts/bench_prompt.py --name-runs 10        # a returning caller asks their name, 10 times
 
 Everything is local (127.0.0.1 is not even needed: the agent runs in process).
 """
@@ -149,6 +150,32 @@ async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Na
     return rows
 
 
+async def name_runs(args: argparse.Namespace, data_dir: Path) -> None:
+    """The e2e scenario (tests/e2e/test_agent_returning_caller.py) N times: "My name is Ada." in one call, "What is
+    my name?" in the next; counts the answers that contain the name."""
+    from voiceserver import build_server
+
+    hits = 0
+    for run in range(args.name_runs):
+        settings = Settings(models_dir=args.models_dir, lancedb_uri=str(data_dir / f"names-{run}"),
+                            agent={"model": args.model})
+        server = build_server(settings)
+        agent = server.agents[settings.agent.name]
+        await agent.memory.open()
+        try:
+            await agent.generate("My name is Ada.", memory={"resource": "caller", "thread": "call-1"})
+            await agent.flush()
+            answer = await agent.generate("What is my name?", memory={"resource": "caller", "thread": "call-2"})
+            await agent.flush()
+        finally:
+            await agent.memory.close()
+            await server.model_registry.close()
+        hit = "ada" in answer.text.lower()
+        hits += hit
+        print(f"run {run + 1}: {'yes' if hit else 'no '} {' '.join(answer.text.split())[:90]!r}", flush=True)
+    print(f"{args.model}: the answer named the caller in {hits} of {args.name_runs} runs")
+
+
 async def one_turn(agent: Any, question: str, thread: str, recorder: PromptRecorder) -> dict[str, Any]:
     started = time.perf_counter()
     first: float | None = None
@@ -201,6 +228,7 @@ async def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--baseline-only", action="store_true", help="only the baseline mode (e.g. on old code)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON too")
+    parser.add_argument("--name-runs", type=int, default=0, help="only the returning-caller name check, N times")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     args = parser.parse_args()
     modes: list[tuple[str, dict[str, Any]]] = []
@@ -209,6 +237,12 @@ async def main() -> None:
     if not args.no_baseline:
         modes.append(("baseline", BASELINE_AGENT))
     data_dir = Path(tempfile.mkdtemp(prefix="bench-prompt-"))
+    if args.name_runs:
+        try:
+            await name_runs(args, data_dir)
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        return
     print(f"{'mode':>8} {'call':>4} {'turn':>4} {'prompt':>6} {'cached':>6} {'reuse':>6} {'hist':>4} {'rec':>4} "
           f"{'first':>7} {'turn':>7} {'':>6}  question -> reply")
     results: dict[str, Any] = {}
