@@ -2,10 +2,10 @@
 
 One caller talks to the default agent (the settings' defaults: local model, LanceDB memory with semantic recall and
 working memory) over several calls (same resource, a new thread each call). For every turn it prints the prompt
-tokens, the cached tokens the model reports, the prompt tokens a warm context could reuse (the common token prefix
-with the previous live call's prompt and reply: an estimate that does not depend on the model reporting it), the
-history and recalled messages the agent put in the prompt, the first token and whole-turn time, and whether the
-reply repeated an earlier reply of the call. Then medians and p95, per mode.
+tokens and the cached tokens the model reports (the finish chunk's usage; prompt minus cached is what the model had
+to read), the agent's own estimate of the prompt (its context chunk), the history and recalled messages in the
+prompt, the first token and whole-turn time, and whether the reply repeated an earlier reply of the call. Then
+medians and p95, per mode.
 
 Modes, in one process on the same model: ``new`` (the settings' defaults) and ``baseline`` (``--baseline-env``: the
 settings as they were before the prompt budget: no budget, recall top 3 with 2 neighbours). The ratio of the medians
@@ -50,7 +50,8 @@ CALLS = [
 ]
 
 # The settings before the prompt budget existed (the values the code used then), for the in-process baseline.
-BASELINE_AGENT = {"prompt_budget_tokens": 0, "memory": {"recall_top_k": 3, "recall_message_range": 2}}
+BASELINE_AGENT = {"prompt_budget_tokens": 0,
+                  "memory": {"recall_top_k": 3, "recall_message_range": 2, "recall_threshold": None}}
 
 REPEAT_PREFIX_WORDS = 6
 
@@ -75,45 +76,6 @@ def pct(values: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-class PromptRecorder:
-    """Wraps the model's ``stream`` to keep each live request's prompt tokens, for the reuse estimate."""
-
-    def __init__(self, model: Any):
-        self.model = model
-        self.previous: list[int] = []
-        self.reuse: list[int] = []
-        inner = model.stream
-
-        async def stream(request: Any) -> Any:
-            live = getattr(request, "priority", "live") == "live" and request.response_schema is None
-            tokens = self._tokens(request) if live else None
-            generated: list[str] = []
-            async for chunk in inner(request):
-                if live and type(chunk).__name__ == "TextDelta":
-                    generated.append(chunk.text)
-                yield chunk
-            if tokens is not None:
-                self.reuse.append(_common(tokens, self.previous))
-                reply = model._contexts[0].tokenize("".join(generated).encode(), add_bos=False, special=False)
-                self.previous = tokens + reply
-
-        model.stream = stream
-
-    def _tokens(self, request: Any) -> list[int]:
-        text = self.model._template.render(request.messages, tools=request.tools or None,
-                                           tool_choice=request.tool_choice, response_schema=request.response_schema)
-        return self.model._contexts[0].tokenize(text.encode("utf-8"), add_bos=False, special=True)
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Namespace, models_dir: Path,
                    data_dir: Path) -> list[dict[str, Any]]:
     from voiceserver import build_server
@@ -123,9 +85,7 @@ async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Na
     server = build_server(settings)
     agent = server.agents[settings.agent.name]
     await agent.memory.open()
-    model = await agent.get_model()
-    await model.load()
-    recorder = PromptRecorder(model)
+    await (await agent.get_model()).load()
     rows: list[dict[str, Any]] = []
     turn_no = 0
     try:
@@ -136,8 +96,10 @@ async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Na
                 if turn_no >= args.turns:
                     break
                 turn_no += 1
-                row = await one_turn(agent, question, thread, recorder)
+                row = await one_turn(agent, question, thread)
                 row.update(mode=name, call=call_no, turn=turn_no, repeated=repeats(row["reply"], earlier))
+                if row["prompt_tokens"] is not None and row["cached_tokens"] is not None:
+                    row["uncached_tokens"] = row["prompt_tokens"] - row["cached_tokens"]
                 earlier.append(row["reply"])
                 rows.append(row)
                 print_row(row)
@@ -176,7 +138,7 @@ async def name_runs(args: argparse.Namespace, data_dir: Path) -> None:
     print(f"{args.model}: the answer named the caller in {hits} of {args.name_runs} runs")
 
 
-async def one_turn(agent: Any, question: str, thread: str, recorder: PromptRecorder) -> dict[str, Any]:
+async def one_turn(agent: Any, question: str, thread: str) -> dict[str, Any]:
     started = time.perf_counter()
     first: float | None = None
     context: dict[str, Any] = {}
@@ -193,7 +155,7 @@ async def one_turn(agent: Any, question: str, thread: str, recorder: PromptRecor
     total = time.perf_counter() - started
     return {"question": question, "reply": result.text, "first_token_ms": (first or total) * 1000,
             "turn_ms": total * 1000, "prompt_tokens": usage.get("prompt_tokens"),
-            "cached_tokens": usage.get("cached_tokens"), "reuse_tokens": recorder.reuse[-1] if recorder.reuse else None,
+            "cached_tokens": usage.get("cached_tokens"), "estimate": context.get("prompt_tokens"),
             "history": context.get("history_messages"), "recalled": context.get("recalled_messages"),
             "dropped": context.get("dropped_history")}
 
@@ -205,15 +167,15 @@ def _cell(value: Any, width: int) -> str:
 def print_row(row: dict[str, Any]) -> None:
     reply = " ".join(row["reply"].split())
     print(f"{row['mode']:>8} {row['call']:>4} {row['turn']:>4} {_cell(row['prompt_tokens'], 6)} "
-          f"{_cell(row['cached_tokens'], 6)} {_cell(row['reuse_tokens'], 6)} {_cell(row['history'], 4)} "
+          f"{_cell(row['cached_tokens'], 6)} {_cell(row['estimate'], 6)} {_cell(row['history'], 4)} "
           f"{_cell(row['recalled'], 4)} {_cell(row['first_token_ms'], 7)} {_cell(row['turn_ms'], 7)} "
           f"{'REPEAT' if row['repeated'] else '':>6}  {row['question'][:34]!r} -> {reply[:70]!r}", flush=True)
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"turns": len(rows), "repeated": sum(r["repeated"] for r in rows)}
-    for key in ("prompt_tokens", "cached_tokens", "reuse_tokens", "first_token_ms", "turn_ms"):
-        values = [float(r[key]) for r in rows if r[key] is not None]
+    for key in ("prompt_tokens", "cached_tokens", "uncached_tokens", "first_token_ms", "turn_ms"):
+        values = [float(r[key]) for r in rows if r.get(key) is not None]
         if values:
             out[key] = dict(zip(("p50", "p95"), pct(values), strict=True))
     return out
@@ -243,7 +205,7 @@ async def main() -> None:
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
         return
-    print(f"{'mode':>8} {'call':>4} {'turn':>4} {'prompt':>6} {'cached':>6} {'reuse':>6} {'hist':>4} {'rec':>4} "
+    print(f"{'mode':>8} {'call':>4} {'turn':>4} {'prompt':>6} {'cached':>6} {'estim':>6} {'hist':>4} {'rec':>4} "
           f"{'first':>7} {'turn':>7} {'':>6}  question -> reply")
     results: dict[str, Any] = {}
     try:
@@ -255,12 +217,12 @@ async def main() -> None:
     print()
     for name, s in results.items():
         parts = [f"{name}: {s['turns']} turns, {s['repeated']} repeated an earlier reply"]
-        for key in ("prompt_tokens", "cached_tokens", "reuse_tokens", "first_token_ms", "turn_ms"):
+        for key in ("prompt_tokens", "cached_tokens", "uncached_tokens", "first_token_ms", "turn_ms"):
             if key in s:
                 parts.append(f"{key} p50 {s[key]['p50']:.0f} p95 {s[key]['p95']:.0f}")
         print("; ".join(parts))
     if "new" in results and "baseline" in results:
-        for key in ("prompt_tokens", "first_token_ms", "turn_ms"):
+        for key in ("prompt_tokens", "uncached_tokens", "first_token_ms", "turn_ms"):
             if key in results["new"] and key in results["baseline"] and results["baseline"][key]["p50"]:
                 ratio = results["new"][key]["p50"] / results["baseline"][key]["p50"]
                 print(f"ratio new/baseline {key} p50: {ratio:.2f}")

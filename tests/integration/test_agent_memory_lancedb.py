@@ -116,3 +116,29 @@ async def test_cancel_remembers_only_what_was_heard(memory):
     saved = await thread_messages(memory)
     assert [(m.role, m.content) for m in saved][-2:] == [("user", "Go on"), ("assistant", "Hello there. I can help")]
     assert saved[-1].metadata == {"interrupted": True}
+
+
+async def test_extraction_after_the_turn_is_background_work_and_the_next_turn_reads_what_is_known(tmp_path):
+    import json
+
+    memory = make_memory(tmp_path, working_memory={"enabled": True, "scope": "resource", "extract": True,
+                                                   "template": "# User\n- Name:\n- City:\n"})
+    await memory.open()
+
+    def answer(request):
+        return json.dumps({"Name": "Ada", "City": ""}) if request.response_schema else "Hello Ada."
+
+    model = ScriptedChatModel([Reply(respond=answer)])
+    agent = Agent(name="A", model=model, memory=memory)
+    try:
+        await agent.generate("My name is Ada.", memory=MEM)
+        await agent.flush()
+        stream = agent.stream("Who am I?", memory={"resource": "caller-1", "thread": "call-2"})
+        context = next(c.payload for c in [c async for c in stream] if c.type == "context")
+    finally:
+        await memory.close()
+    kinds = [(bool(r.response_schema), r.priority) for r in model.requests]
+    assert kinds == [(False, "live"), (True, "background"), (False, "live")]
+    system = [m.content for m in model.requests[2].messages if m.role == "system"]
+    assert system[-1].endswith("- Name: Ada") and "City" not in system[-1]  # what is known, not the template
+    assert context["working_memory"] is True

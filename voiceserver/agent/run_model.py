@@ -156,4 +156,4 @@ def _copy_usage(usage: Usage) -> Usage:
 def usage_json(usage: Usage) -> dict[str, int]:
     """A Usage as the stream's payloads carry it."""
     return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "cached_tokens": int(getattr(usage, "cached_tokens", 0) or 0), "total_tokens": usage.total_tokens}
+            "cached_tokens": usage.cached_tokens, "total_tokens": usage.total_tokens}

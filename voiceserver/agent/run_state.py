@@ -10,7 +10,7 @@ Snapshot layout (version 1)::
      "approved": [tool_call_id, ...],
      "pending": [{"tool_call_id", "tool_name", "args", "kind", "suspend_payload"}],
      "seen_call_ids": [...], "text_parts": [...], "tool_calls": [...], "tool_results": [...], "steps": [...],
-     "usage": {"prompt_tokens", "completion_tokens", "cached_tokens" (when not 0)},
+     "usage": {"prompt_tokens", "completion_tokens", "cached_tokens"},
      "records": [...],             # this turn's memory messages, each with "saved"
      "options": {"max_steps", "require_tool_approval", "structured_output", "memory", "context",
                  "model_settings", "working_memory_tool"}}
@@ -105,10 +105,8 @@ class RunState:
 
 
 def _usage(u: Usage) -> dict[str, int]:
-    out = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
-    if getattr(u, "cached_tokens", 0):
-        out["cached_tokens"] = u.cached_tokens
-    return out
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "cached_tokens": u.cached_tokens}
 
 
 def _step_json(s: StepResult) -> dict[str, Any]:

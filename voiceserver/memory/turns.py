@@ -34,13 +34,9 @@ def _transcript(messages: list[Message], limit_chars: int = 4000) -> str:
 def background_request(**fields: Any) -> Any:
     """A model request for work after the turn, sent with ``priority="background"``: the engines serve it after
     live work (a turn being answered, speech being transcribed or synthesised) and never let it delay a turn."""
-    import dataclasses
-
     from ..llm.base import ChatRequest
 
-    if "priority" in {f.name for f in dataclasses.fields(ChatRequest)}:  # ChatRequest.priority (llm/base.py)
-        fields["priority"] = "background"
-    return ChatRequest(**fields)
+    return ChatRequest(**fields, priority="background")
 
 
 def fallback_title(messages: list[Message]) -> str | None:

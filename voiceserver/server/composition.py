@@ -161,8 +161,10 @@ def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any], local_model: bool) -> Any:
-    """One Memory per (store, options), shared by the agents that use it; one LanceDBStore per URI."""
+def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any], local_model: bool,
+                  live_activity: LiveActivity | None = None) -> Any:
+    """One Memory per (store, options), shared by the agents that use it; one LanceDBStore per URI (its compaction
+    waits for ``live_activity`` to pause)."""
     if config.type != "lancedb":
         return None
     from ..memory import LanceDBStore, Memory
@@ -173,7 +175,8 @@ def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any
     if key not in cache:
         store_key = f"store:{uri}"
         if store_key not in cache:
-            cache[store_key] = LanceDBStore(uri=uri, storage_options=dict(settings.lancedb_storage_options) or None)
+            cache[store_key] = LanceDBStore(uri=uri, storage_options=dict(settings.lancedb_storage_options) or None,
+                                            live_activity=live_activity)
         options = {"last_messages": config.last_messages,
                    "semantic_recall": {"top_k": config.recall_top_k, "message_range": config.recall_message_range,
                                        "threshold": config.recall_threshold, "scope": "resource"}
@@ -242,7 +245,8 @@ def build_server(
         local_model = any(str(m).startswith("local/") for c in settings.agent_configs
                           for m in (c.model if isinstance(c.model, list) else [c.model]))
         agents = build_agents(settings.agent_configs, model_registry=registry,
-                              memory_factory=lambda cfg: memory or _build_memory(settings, cfg, cache, local_model),
+                              memory_factory=lambda cfg: memory or _build_memory(settings, cfg, cache, local_model,
+                                                                                 live_activity),
                               voice_factory=voice_for)
         default_agent = settings.agent.name
         covered = {id(e) for e in (*_members(server.stt), *_members(server.tts))}
