@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from voiceserver.storage import InMemoryRunStore, RunRecord
+from voiceserver.runs.store import InMemoryRunStore, RunRecord
 from voiceserver.workflows import create_step, create_workflow
 
 TARGET_US = 1000.0

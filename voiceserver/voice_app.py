@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .logs import ComponentLogger, get_logger
-from .storage import InMemoryRunStore, RunStore
+from .runs.store import InMemoryRunStore, RunStore
 
 
 class VoiceApp:

@@ -7,7 +7,7 @@ import pytest
 from voiceserver.ids import InvalidIdError
 from voiceserver.memory import LanceDBStore, Memory, Message
 from voiceserver.memory.schema import MESSAGES
-from voiceserver.storage import RunRecord
+from voiceserver.runs.store import RunRecord
 
 HOSTILE = ["x' OR '1'='1", "../../etc", "", "a" * 10_000, b"\xff\xfe\xfd", "victim' --", "v%27", "a\nb", "\udcff"]
 

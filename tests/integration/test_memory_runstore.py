@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voiceserver.memory import LanceDBStore, MemoryStoreError
-from voiceserver.storage import RunRecord, RunStore
+from voiceserver.runs.store import RunRecord, RunStore
 
 
 async def test_save_load_list_delete_and_reopen(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 from starlette.applications import Starlette
 
+from voiceserver.runs.store import InMemoryRunStore
 from voiceserver.server.workflow_routes import workflow_routes
-from voiceserver.storage import InMemoryRunStore
 from voiceserver.testing.servers import serve_app
 from voiceserver.workflows import create_step, create_workflow
 

@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:  # when run as a script by the child process
     sys.path.insert(0, str(REPO))
 
 from voiceserver.ids import validate_id  # noqa: E402
-from voiceserver.storage import RunRecord  # noqa: E402
+from voiceserver.runs.store import RunRecord  # noqa: E402
 from voiceserver.workflows import create_step, create_workflow  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from voiceserver.agent import Agent, AgentError, ToolContext, create_tool, tool
-from voiceserver.storage import InMemoryRunStore
+from voiceserver.runs.store import InMemoryRunStore
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 
 

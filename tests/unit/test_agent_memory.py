@@ -11,7 +11,7 @@ from test_agent_support import FakeMemory
 
 from voiceserver.agent import Agent, Processor, create_tool
 from voiceserver.ids import InvalidIdError
-from voiceserver.storage import InMemoryRunStore
+from voiceserver.runs.store import InMemoryRunStore
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 
 MEM = {"resource": "user-1", "thread": "t1"}

@@ -6,14 +6,14 @@ from __future__ import annotations
 from test_agent_support import FakeMemory
 
 from voiceserver.agent import Agent
-from voiceserver.agent.prompt import (
+from voiceserver.llm.base import ChatMessage
+from voiceserver.runs.prompt import (
     HistoryWindows,
     estimate_tokens,
     layout_prompt,
     render_recall,
     token_counter,
 )
-from voiceserver.llm.base import ChatMessage
 from voiceserver.testing.fake_llm import ScriptedChatModel
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from voiceserver.agent import Agent, AgentError, StructuredOutputError, create_tool
-from voiceserver.agent.structured import parse_partial_json
+from voiceserver.runs.structured import parse_partial_json
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from voiceserver.storage import InMemoryRunStore
+from voiceserver.runs.store import InMemoryRunStore
 
 
 @dataclass

@@ -3,7 +3,7 @@
 import pytest
 
 from voiceserver import Agent, VoiceApp, create_step, create_workflow
-from voiceserver.storage import InMemoryRunStore
+from voiceserver.runs.store import InMemoryRunStore
 from voiceserver.testing.fake_llm import ScriptedChatModel
 
 

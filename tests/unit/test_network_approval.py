@@ -32,7 +32,7 @@ from voiceserver.network import (
     resume_network,
     run_network,
 )
-from voiceserver.storage import InMemoryRunStore
+from voiceserver.runs.store import InMemoryRunStore
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 from voiceserver.workflows import create_step, create_workflow
 

@@ -20,7 +20,7 @@ from voiceserver.agent.tools import create_tool
 from voiceserver.llm.base import ChatRequest
 from voiceserver.network import NetworkError, run_network
 from voiceserver.network.routing import COMPLETION_TITLE, ROUTING_TITLE
-from voiceserver.storage import InMemoryRunStore
+from voiceserver.runs.store import InMemoryRunStore
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 from voiceserver.workflows import create_step, create_workflow
 

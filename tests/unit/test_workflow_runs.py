@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from pydantic import BaseModel
 
-from voiceserver.storage import InMemoryRunStore
+from voiceserver.runs.store import InMemoryRunStore
 from voiceserver.workflows import (
     RunStateError,
     SchemaValidationError,

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from voiceserver.storage import InMemoryRunStore, RunRecord
+from voiceserver.runs.store import InMemoryRunStore, RunRecord
 from voiceserver.workflows import create_step, create_workflow
 from voiceserver.workflows.run import SnapshotEncoder
 

@@ -24,20 +24,22 @@ from ..engines import NotConfiguredError
 from ..ids import new_id, validate_id
 from ..llm.base import ChatModel
 from ..logs import get_logger
-from ..storage import InMemoryRunStore, RunRecord, RunStore
+from ..network import api as network_api
+from ..runs.claims import claim_suspended_run, persistable_context, restore_structured, save_as_running
+from ..runs.messages import normalize_input
+from ..runs.ports import is_workflow
+from ..runs.prompt import DEFAULT_PROMPT_BUDGET_TOKENS, HistoryWindows
+from ..runs.store import InMemoryRunStore, RunRecord, RunStore
+from ..runs.structured import StructuredOutput
 from .background import BackgroundWork
 from .chunks import AgentResult
-from .delegation import is_workflow, sub_agent_tool, workflow_tool
+from .delegation import sub_agent_tool, workflow_tool
 from .errors import AgentError, ToolDefinitionError
 from .memory_bridge import WORKING_MEMORY_TOOL
-from .messages import normalize_input
 from .processors import Processor, RunContext
-from .prompt import DEFAULT_PROMPT_BUDGET_TOKENS, HistoryWindows
 from .run import AgentRun, ResumeAction, RunOptions, RunServices
 from .run_state import RunState
 from .stream import AgentStream
-from .structured import StructuredOutput
-from .suspended_runs import claim_suspended_run, persistable_context, restore_structured, save_as_running
 from .tools import TOOL_NAME, Tool
 
 log = get_logger("AGENT")
@@ -207,40 +209,30 @@ class Agent:
         return await self.storage.list_runs("agent", owner_id=self.id, resource_id=resource_id, status=status,
                                             limit=limit)
 
-    # --- agent networks (voiceserver.network; imported lazily: the network package imports this one) -------------
+    # --- agent networks (voiceserver.network, which sees an agent only through runs.ports.NetworkHost) ----------
 
     def network(self, message: Any, **options: Any) -> Any:
         """Route ``message`` over this agent's agents, workflows and tools; a NetworkStream (docs/networks.md)."""
-        from ..network import run_network
-
-        return run_network(self, message, **options)
+        return network_api.run_network(self, message, **options)
 
     async def approve_network_tool_call(self, *, run_id: str, tool_call_id: str | None = None, **options: Any) -> Any:
         """Run the tool call a suspended network run waits on and continue the run; returns its NetworkStream."""
-        from ..network import approve_network_tool_call
-
-        return await approve_network_tool_call(self, run_id=run_id, tool_call_id=tool_call_id, **options)
+        return await network_api.approve_network_tool_call(self, run_id=run_id, tool_call_id=tool_call_id, **options)
 
     async def decline_network_tool_call(self, *, run_id: str, tool_call_id: str | None = None,
                                         reason: str | None = None, **options: Any) -> Any:
         """Skip the waiting tool call (the step's result says it was declined) and continue the network run."""
-        from ..network import decline_network_tool_call
-
-        return await decline_network_tool_call(self, run_id=run_id, tool_call_id=tool_call_id, reason=reason,
-                                               **options)
+        return await network_api.decline_network_tool_call(self, run_id=run_id, tool_call_id=tool_call_id,
+                                                           reason=reason, **options)
 
     async def resume_network(self, resume_data: Any = None, *, run_id: str, **options: Any) -> Any:
         """Continue a network run whose tool, sub-agent tool or workflow step suspended itself."""
-        from ..network import resume_network
-
-        return await resume_network(self, resume_data, run_id=run_id, **options)
+        return await network_api.resume_network(self, resume_data, run_id=run_id, **options)
 
     async def list_network_runs(self, status: str | None = "suspended", resource_id: str | None = None,
                                 limit: int = 100) -> list[RunRecord]:
         """This agent's persisted network runs (suspended ones by default), newest first."""
-        from ..network import list_network_runs
-
-        return await list_network_runs(self, status=status, resource_id=resource_id, limit=limit)
+        return await network_api.list_network_runs(self, status=status, resource_id=resource_id, limit=limit)
 
     async def get_model(self) -> ChatModel:
         """The chat model, resolved through the model registry on first use."""
@@ -282,7 +274,7 @@ class Agent:
     @property
     def history_windows(self) -> HistoryWindows:
         """Where each thread's history window starts, shared by this agent's runs and network runs (see
-        :mod:`voiceserver.agent.prompt`)."""
+        :mod:`voiceserver.runs.prompt`)."""
         return self._windows
 
     def list_tools(self) -> list[str]:

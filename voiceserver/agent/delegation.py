@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .tools import Tool, ToolContext, to_jsonable
+from ..runs.tool_context import ToolContext
+from ..runs.values import to_jsonable
+from .tools import Tool
 
 SUB_AGENT_TIMEOUT_S = 300.0
 WORKFLOW_TIMEOUT_S = 600.0
@@ -42,10 +44,6 @@ def sub_agent_tool(key: str, agent: Any) -> Tool:
 
     return Tool(id=f"agent-{key}", description=f"Delegate to a sub-agent. {about}", execute=execute,
                 input_schema=AgentPrompt, timeout_s=SUB_AGENT_TIMEOUT_S)
-
-
-def is_workflow(obj: Any) -> bool:
-    return callable(getattr(obj, "create_run", None)) and hasattr(obj, "input_schema")
 
 
 def workflow_tool(key: str, workflow: Any) -> Tool:

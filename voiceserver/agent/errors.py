@@ -1,38 +1,15 @@
-"""Errors raised by the agent package. Each carries a stable ``code`` a client or a session can act on."""
+"""Errors raised by the agent package. Each carries a stable ``code`` a client or a session can act on.
+
+:class:`AgentError`, :class:`StructuredOutputError` and :class:`AgentConfigError` are defined in
+:mod:`voiceserver.runs.errors` (networks and import paths raise them too) and importable from here.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from ..runs.errors import AgentConfigError, AgentError, StructuredOutputError
 
-
-class AgentError(Exception):
-    """An agent failure with a code (``run_not_found``, ``invalid_input``, ``structured_output_invalid``, ...).
-
-    When a run fails, ``result`` holds the partial :class:`~voiceserver.agent.chunks.AgentResult` (text so far, tool
-    calls, usage) so a caller can still see what happened.
-    """
-
-    def __init__(self, code: str, message: str, *, result: Any = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.result = result
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
-
-
-class StructuredOutputError(AgentError):
-    """The model's final answer is not valid JSON of the requested schema (``error_strategy="strict"``)."""
-
-    def __init__(self, message: str, *, raw_text: str = ""):
-        super().__init__("structured_output_invalid", message)
-        self.raw_text = raw_text
+__all__ = ["AgentConfigError", "AgentError", "StructuredOutputError", "ToolDefinitionError"]
 
 
 class ToolDefinitionError(ValueError):
     """A tool was defined wrongly (bad id, missing description, unsupported signature)."""
-
-
-class AgentConfigError(ValueError):
-    """An agent or tool declared in the settings could not be built (bad import path, unknown sub-agent, ...)."""

@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING, Any
 from ..engines import ProviderError
 from ..llm.base import ChatMessage, ChatModel, ToolSpec
 from ..logs import get_logger, log_context
-from ..storage import RunRecord
+from ..runs.messages import last_user_text, sanitize_tool_pairs
+from ..runs.prompt import HistoryWindows, PromptPlan, layout_prompt, token_counter, tools_tokens
+from ..runs.store import RunRecord
+from ..runs.structured import StructuredOutput
 from .background import BackgroundWork
 from .chunks import AgentChunk, AgentResult, StepResult, ToolCallRecord
 from .errors import AgentError, StructuredOutputError
 from .memory_bridge import WORKING_MEMORY_TOOL, working_memory_tool
-from .messages import last_user_text, sanitize_tool_pairs
 from .processors import RunContext, TripWire, run_input_processors, run_output_processors
-from .prompt import HistoryWindows, PromptPlan, layout_prompt, token_counter, tools_tokens
 from .run_model import ModelStep, StepOut, build_request, earlier_replies, usage_json
 from .run_state import CurrentStep, RunState
 from .run_tools import RunTools
-from .structured import StructuredOutput
 from .tools import Tool, ToolOutcome
 from .turn_memory import TurnMemory
 

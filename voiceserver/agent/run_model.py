@@ -16,8 +16,8 @@ from typing import Any
 
 from ..llm.base import ChatMessage, ChatModel, ChatRequest, Finish, TextDelta, ToolCall, ToolCallChunk, ToolSpec, Usage
 from ..logs import get_logger
+from ..runs.structured import parse_partial_json
 from .repetition import NUDGE, RepetitionGuard, is_repeat
-from .structured import parse_partial_json
 
 log = get_logger("AGENT")
 MAX_PARTIAL_OBJECT_CHARS = 32_000

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..llm.base import ChatMessage, ToolCall, Usage
+from ..runs.messages import message_from_json, message_to_json
 from .chunks import PendingToolCall, StepResult, ToolCallRecord, ToolResultRecord
-from .messages import message_from_json, message_to_json
 from .tools import ToolOutcome
 
 SNAPSHOT_VERSION = 1

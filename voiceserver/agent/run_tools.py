@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..llm.base import ChatMessage, ToolCall
 from ..logs import log_context
+from ..runs.tool_context import ToolContext
 from .chunks import PendingToolCall, StepResult, ToolCallRecord, ToolResultRecord
 from .memory_bridge import WORKING_MEMORY_TOOL
-from .tools import Tool, ToolContext, ToolOutcome
+from .tools import Tool, ToolOutcome
 
 if TYPE_CHECKING:
     from .run import AgentRun

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from ..logs import get_logger
-from ..runstream import RunStream
+from ..runs.stream import RunStream
 from .chunks import AgentChunk, AgentResult
 from .errors import AgentError
 

@@ -33,61 +33,23 @@ import re
 import sys
 import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
-from pydantic_core import to_jsonable_python
 
+from ..runs.tool_context import ToolContext, ToolSuspended
+from ..runs.values import describe_validation_error, to_jsonable
 from .errors import ToolDefinitionError
+
+__all__ = ["Tool", "ToolContext", "ToolOutcome", "ToolSuspended", "create_tool", "describe_validation_error",
+           "to_jsonable", "tool"]
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what OpenAI-style function names allow
 DEFAULT_TOOL_TIMEOUT_S = 30.0
 
 Execute = Callable[[Any, "ToolContext"], Awaitable[Any]]
-
-
-class ToolSuspended(Exception):  # a signal, not an error
-    """Raised by :meth:`ToolContext.suspend` to stop the tool; the run records the suspension."""
-
-    def __init__(self, payload: Any):
-        super().__init__("tool suspended")
-        self.payload = payload
-
-
-@dataclass(slots=True)
-class ToolContext:
-    """What a tool's ``execute`` receives next to its validated input.
-
-    ``resume_data`` is set when the run was resumed with ``agent.resume_stream(resume_data, run_id=...)`` after the
-    tool suspended itself: ``execute`` runs again from the top, so check ``ctx.resume_data`` first.
-    ``context`` is the ``context={...}`` option of generate/stream (request-scoped values such as a user id).
-    """
-
-    run_id: str
-    tool_call_id: str
-    tool_name: str
-    agent: Any = None
-    resource_id: str | None = None
-    thread_id: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)
-    resume_data: Any = None
-    memory: Any = None
-    suspend_schema: Any = None
-    suspend_payload: Any = None
-    suspended: bool = False
-
-    async def suspend(self, payload: Any = None) -> typing.NoReturn:
-        """Suspend the run at this tool call: the stream emits tool-call-suspended with ``payload``.
-
-        This raises to stop the tool; do not catch it. Resume with ``agent.resume_stream(data, run_id=...)``.
-        """
-        if isinstance(self.suspend_schema, type) and issubclass(self.suspend_schema, BaseModel):
-            payload = self.suspend_schema.model_validate(payload)
-        self.suspend_payload = to_jsonable(payload)
-        self.suspended = True
-        raise ToolSuspended(self.suspend_payload)
 
 
 @dataclass(slots=True)
@@ -119,20 +81,6 @@ class ToolOutcome:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ToolOutcome:
         return cls(data["status"], data.get("value"), data.get("suspend_payload"))
-
-
-def to_jsonable(value: Any) -> Any:
-    """Turn a tool result (pydantic model, dataclass, dict, ...) into plain JSON values."""
-    return to_jsonable_python(value, fallback=str)
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """``location: Field required; unit: Input should be 'c' or 'f'``."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "input"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 class Tool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..llm.base import ChatMessage, ToolCall
 from ..logs import get_logger
-from .memory_bridge import MemoryRecords, to_storage
+from ..runs.records import MemoryRecords, to_storage
 from .run_state import RunState
 from .tools import ToolOutcome
 

@@ -33,7 +33,6 @@ from .types import (
     MemoryContext,
     MemoryStoreError,
     Message,
-    ReadOnlyMemoryError,
     RecallResult,
     Thread,
     ThreadNotFoundError,
@@ -44,6 +43,7 @@ from .types import (
     to_micros,
     utc_now,
 )
+from .working_store import WorkingMemoryOperations
 
 log = get_logger("MEMORY")
 
@@ -51,10 +51,9 @@ OWNER_CACHE_SIZE = 10_000  # thread -> owner; safe to cache because an owner nev
 SAVED_IDS_SIZE = 50_000  # generated message ids this process saved: re-saving one replaces it
 MAX_MESSAGES_PER_SAVE = 1_000
 MAX_METADATA_CHARS = 100_000
-_UNSET: Any = object()
 
 
-class Memory(EntryOperations, TurnWork):
+class Memory(EntryOperations, WorkingMemoryOperations, TurnWork):
     """Conversation memory for agents. See the package docstring for an example.
 
     ``embedder``: "wordllama" (offline, default), "openai/<model>", an :class:`Embedder`, or None (no semantic
@@ -361,75 +360,6 @@ class Memory(EntryOperations, TurnWork):
         return recall_mod.select(hits, opts, current_thread=thread_id, current_messages=current,
                                  other_threads=others, exclude=exclude)
 
-    # ------------------------------------------------------------------------------------------- working memory
-    async def _working_location(self, thread_id: str | None, resource_id: str | None) -> tuple[str, str | None]:
-        if resource_id is not None:
-            validate_id(resource_id, "resource")
-        if thread_id is None:
-            if self.options.working_memory.scope != "resource" or resource_id is None:
-                raise MemoryStoreError("thread-scoped working memory needs a thread id", code="missing_thread")
-            return resource_id, None
-        validate_id(thread_id, "thread")
-        owner = await self._owner(thread_id, resource_id, create=False)
-        if owner is None:
-            if resource_id is None:
-                raise ThreadNotFoundError(thread_id)
-            owner = resource_id
-        return owner, thread_id
-
-    async def _stored_working_memory(self, resource_id: str, thread_id: str | None) -> str | None:
-        if self.options.working_memory.scope == "resource":
-            row = await records.get_resource(self.storage, resource_id)
-            return row["working_memory"] if row else None
-        assert thread_id is not None
-        found = await records.get_thread(self.storage, thread_id)
-        return found[1] if found else None
-
-    async def get_working_memory(self, thread_id: str | None, resource_id: str | None = None) -> str | None:
-        """The stored working memory text (Markdown, or JSON in schema mode), or None. ``thread_id`` may be None
-        for resource-scoped working memory."""
-        if not self.options.working_memory.enabled:
-            return None
-        owner, thread_id = await self._working_location(thread_id, resource_id)
-        return await self._stored_working_memory(owner, thread_id)
-
-    async def update_working_memory(self, thread_id: str | None, resource_id: str | None = None,
-                                    working_memory: Any = _UNSET) -> None:
-        """Apply an update: Markdown text (template mode) or a JSON object / JSON text (schema mode). Also
-        accepts the tool's arguments ``{"memory": ...}``. The empty template never overwrites data; a thread
-        that does not exist yet is created for the resource."""
-        wm_options = self.options.working_memory
-        if not wm_options.enabled:
-            raise MemoryStoreError("working memory is not enabled in the memory options", code="not_enabled")
-        if self.options.read_only:
-            raise ReadOnlyMemoryError()
-        if working_memory is _UNSET:
-            raise MemoryStoreError("update_working_memory needs working_memory=...", code="invalid_request")
-        owner, thread_id = await self._working_location(thread_id, resource_id)
-        if thread_id is not None:
-            await self._owner(thread_id, owner, create=True)
-        key = f"r:{owner}" if wm_options.scope == "resource" else f"t:{thread_id}"
-        async with self._lock(key):
-            if wm_options.scope == "resource":
-                row = await records.get_resource(self.storage, owner)
-                stored = row["working_memory"] if row else None
-                new = working.apply_update(wm_options, stored, working_memory)
-                if new is None:
-                    return
-                now = to_micros(utc_now())
-                await records.save_resource(self.storage, owner, new, json.loads(row["metadata"] or "{}") if row
-                                            else {}, row["created_at"] if row else now, now)
-            else:
-                assert thread_id is not None
-                found = await records.get_thread(self.storage, thread_id)
-                if found is None:
-                    raise ThreadNotFoundError(thread_id)
-                thread, stored = found
-                new = working.apply_update(wm_options, stored, working_memory)
-                if new is None:
-                    return
-                await records.save_thread(self.storage, thread, new)
-
     # ---------------------------------------------------------------------------------------------------- agent
     async def prepare(self, *, resource_id: str, thread_id: str, query: str | None) -> MemoryContext:
         """Everything memory adds to one agent turn: history, recalled messages, working memory, its system text
@@ -467,7 +397,7 @@ class Memory(EntryOperations, TurnWork):
                                          current_messages=all_messages, other_threads=others,
                                          exclude={m.id for m in window})
         # The system message is working memory only: recall changes every turn, so the agent places it after the
-        # history (see voiceserver.agent.prompt), where it does not rewrite the prompt's cached prefix.
+        # history (see voiceserver.runs.prompt), where it does not rewrite the prompt's cached prefix.
         system = working.system_block(wm_opts, stored_wm, opts.read_only) if wm_opts.enabled else None
         tool = working.tool_spec(wm_opts) if wm_opts.enabled and wm_opts.offers_tool and not opts.read_only \
             else None

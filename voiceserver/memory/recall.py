@@ -1,5 +1,5 @@
 """Semantic recall: the messages most similar to a query, each with its neighbours (the agent lays them out:
-:mod:`voiceserver.agent.prompt`).
+:mod:`voiceserver.runs.prompt`).
 
 The vector search is prefiltered on the caller's resource id (and the thread id for thread scope), so it is exact:
 a caller's few hundred vectors are compared one by one after the scalar index picked them out, which beats an

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..ids import validate_id
-from ..storage import RUN_KINDS, RunRecord
+from ..runs.store import RUN_KINDS, RunRecord
 from .schema import RUNS, RUNS_SCHEMA, both, eq
 from .types import MemoryStoreError
 
@@ -35,7 +35,7 @@ def _record(row: dict[str, Any]) -> RunRecord:
 
 
 class LanceRunStoreMixin:
-    """save_run / load_run / list_runs / delete_run of :class:`voiceserver.storage.RunStore`."""
+    """save_run / load_run / list_runs / delete_run of :class:`voiceserver.runs.store.RunStore`."""
 
     async def save_run(self, record: RunRecord) -> None:
         """Insert or replace the run (kind, run_id); committed when this returns. Keeps the first created_at."""

@@ -82,7 +82,7 @@ class LanceDBStore(LanceRunStoreMixin):
 
     Tables: threads, messages, resources (working memory, metadata), vectors_<embedder> (message and entry
     vectors), entries (key/value), runs (suspended agent runs and workflow snapshots; see RunStore). It also
-    implements :class:`voiceserver.storage.RunStore` (methods in :mod:`.runs`).
+    implements :class:`voiceserver.runs.store.RunStore` (methods in :mod:`.runs`).
     """
 
     def __init__(self, uri: str | Path = "./data/memory", *, storage_options: dict[str, str] | None = None,

@@ -17,14 +17,15 @@ kind "network"), so a run suspended by one process can be approved by another.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..agent.errors import AgentError
-from ..agent.messages import last_user_text, normalize_input
-from ..agent.structured import StructuredOutput
-from ..agent.suspended_runs import claim_suspended_run, persistable_context, restore_structured, save_as_running
 from ..ids import InvalidIdError, new_id, validate_id
-from ..storage import RunRecord
+from ..runs.claims import claim_suspended_run, persistable_context, restore_structured, save_as_running
+from ..runs.errors import AgentError
+from ..runs.messages import last_user_text, normalize_input
+from ..runs.ports import NetworkHost
+from ..runs.store import RunRecord
+from ..runs.structured import StructuredOutput
 from ..workflows.schema import WorkflowError
 from .errors import NetworkError
 from .loop import NetworkOptions, NetworkRun
@@ -32,15 +33,12 @@ from .primitives import Continuation
 from .state import RUN_KIND, NetworkState
 from .stream import NetworkStream
 
-if TYPE_CHECKING:
-    from ..agent.agent import Agent
-
 MAX_STEPS_LIMIT = 100
 START_OPTIONS = ("run_id", "context", "instructions", "require_tool_approval")
 CONTINUE_OPTIONS = ("structured_output", "context")
 
 
-def run_network(agent: Agent, message: Any, *, memory: dict[str, str] | None = None, max_steps: int = 10,
+def run_network(agent: NetworkHost, message: Any, *, memory: dict[str, str] | None = None, max_steps: int = 10,
                 structured_output: Any = None, **opts: Any) -> NetworkStream:
     """Start a network run of ``agent`` on ``message`` (a str or a list of messages) and return its stream.
 
@@ -82,19 +80,19 @@ def run_network(agent: Agent, message: Any, *, memory: dict[str, str] | None = N
     return stream
 
 
-async def approve_network_tool_call(agent: Agent, *, run_id: str, tool_call_id: str | None = None,
+async def approve_network_tool_call(agent: NetworkHost, *, run_id: str, tool_call_id: str | None = None,
                                     **options: Any) -> NetworkStream:
     """Run the tool call a suspended network run waits on (its own tool, or a sub-agent's) and continue the run."""
     return await _continue(agent, run_id, Continuation("approve", tool_call_id), options)
 
 
-async def decline_network_tool_call(agent: Agent, *, run_id: str, tool_call_id: str | None = None,
+async def decline_network_tool_call(agent: NetworkHost, *, run_id: str, tool_call_id: str | None = None,
                                     reason: str | None = None, **options: Any) -> NetworkStream:
     """Do not run the call; the step's result says it was declined (with ``reason``) and the run goes on."""
     return await _continue(agent, run_id, Continuation("decline", tool_call_id, reason=reason), options)
 
 
-async def resume_network(agent: Agent, resume_data: Any = None, *, run_id: str, tool_call_id: str | None = None,
+async def resume_network(agent: NetworkHost, resume_data: Any = None, *, run_id: str, tool_call_id: str | None = None,
                          step: Any = None, **options: Any) -> NetworkStream:
     """Continue a run whose tool, sub-agent tool or workflow step suspended itself, with ``resume_data``.
 
@@ -104,7 +102,7 @@ async def resume_network(agent: Agent, resume_data: Any = None, *, run_id: str, 
     return await _continue(agent, run_id, action, options, step=step)
 
 
-async def list_network_runs(agent: Agent, status: str | None = "suspended", resource_id: str | None = None,
+async def list_network_runs(agent: NetworkHost, status: str | None = "suspended", resource_id: str | None = None,
                             limit: int = 100) -> list[RunRecord]:
     """The agent's persisted network runs (suspended ones by default), newest first."""
     if resource_id is not None:
@@ -116,7 +114,7 @@ async def list_network_runs(agent: Agent, status: str | None = "suspended", reso
 # --- continuing ----------------------------------------------------------------------------------------------------
 
 
-async def _continue(agent: Agent, run_id: str, action: Continuation, overrides: dict[str, Any],
+async def _continue(agent: NetworkHost, run_id: str, action: Continuation, overrides: dict[str, Any],
                     step: Any = None) -> NetworkStream:
     _valid_id(run_id, "run")
     unknown = set(overrides) - set(CONTINUE_OPTIONS)
@@ -139,7 +137,7 @@ async def _continue(agent: Agent, run_id: str, action: Continuation, overrides: 
     return stream
 
 
-async def _prepare(agent: Agent, pending: dict[str, Any], action: Continuation, step: Any) -> None:
+async def _prepare(agent: NetworkHost, pending: dict[str, Any], action: Continuation, step: Any) -> None:
     """Check that the action fits what the run waits on; prepare a sub-agent's or workflow's continuation."""
     kind = pending["kind"]
     if kind in ("tool-approval", "tool-suspended"):
@@ -217,7 +215,7 @@ def _pick_call(calls: list[dict[str, Any]], action: Continuation) -> dict[str, A
 # --- options -------------------------------------------------------------------------------------------------------
 
 
-def _memory_target(agent: Agent, memory: Any) -> tuple[str, str]:
+def _memory_target(agent: NetworkHost, memory: Any) -> tuple[str, str]:
     if getattr(agent, "memory", None) is None:
         raise NetworkError("memory_required", f"agent {agent.id!r} has no memory: a network run keeps its task and "
                                               "steps in memory; build the agent with memory=Memory(...)")

@@ -1,4 +1,4 @@
-"""The network's error type. A :class:`NetworkError` is an :class:`~voiceserver.agent.errors.AgentError`, so code
+"""The network's error type. A :class:`NetworkError` is an :class:`~voiceserver.runs.errors.AgentError`, so code
 that already handles agent errors (the HTTP layer, the voice session) handles network errors the same way.
 
 Codes: ``memory_required``, ``invalid_option``, ``invalid_input``, ``invalid_id``, ``invalid_routing_decision``,
@@ -9,7 +9,7 @@ Codes: ``memory_required``, ``invalid_option``, ``invalid_input``, ``invalid_id`
 
 from __future__ import annotations
 
-from ..agent.errors import AgentError
+from ..runs.errors import AgentError
 
 
 class NetworkError(AgentError):

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..agent.errors import StructuredOutputError
-from ..agent.memory_bridge import MemoryRecords, to_storage
-from ..agent.prompt import layout_prompt, token_counter
-from ..agent.structured import StructuredOutput, parse_partial_json
-from ..agent.tools import to_jsonable
 from ..engines import ProviderError
 from ..llm.base import ChatMessage, ChatModel, ChatRequest, TextDelta, Usage
 from ..logs import get_logger, log_context
-from ..storage import RunRecord
+from ..runs.errors import StructuredOutputError
+from ..runs.ports import NetworkHost
+from ..runs.prompt import layout_prompt, token_counter
+from ..runs.records import MemoryRecords, to_storage
+from ..runs.store import RunRecord
+from ..runs.structured import StructuredOutput, parse_partial_json
+from ..runs.values import to_jsonable
 from .errors import NetworkError
 from .primitives import Continuation, PrimitiveRunner, StepOutcome
 from .routing import (
@@ -47,9 +48,6 @@ from .routing import (
 from .state import RUN_KIND, NetworkState
 from .stream import NetworkResult, NetworkStream
 
-if TYPE_CHECKING:
-    from ..agent.agent import Agent
-
 log = get_logger("NETWORK")
 DECISION_ATTEMPTS = 2  # a routing or completion answer that cannot be read is asked for once more
 INPUT_ATTEMPTS = 2
@@ -71,7 +69,7 @@ class NetworkOptions:
 class NetworkRun:
     """Executes one network run for a :class:`NetworkStream`: fresh from a message, or continued after a suspension."""
 
-    def __init__(self, agent: Agent, state: NetworkState, opts: NetworkOptions, *,
+    def __init__(self, agent: NetworkHost, state: NetworkState, opts: NetworkOptions, *,
                  input_messages: list[ChatMessage] | None = None, action: Continuation | None = None):
         self.agent = agent
         self.state = state
@@ -353,7 +351,7 @@ class NetworkRun:
 
     async def _load_memory(self, save_input: bool) -> None:
         """The earlier conversation for the routing agent, laid out like an agent turn's prompt (working memory,
-        history in blocks, recall last: see :mod:`voiceserver.agent.prompt`) within the agent's prompt budget; a
+        history in blocks, recall last: see :mod:`voiceserver.runs.prompt`) within the agent's prompt budget; a
         fresh run then saves the caller's message(s)."""
         memory, st = self.agent.memory, self.state
         ctx = await memory.prepare(resource_id=st.resource_id, thread_id=st.thread_id, query=st.task)

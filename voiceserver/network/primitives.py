@@ -12,11 +12,13 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..agent.errors import AgentError
-from ..agent.tools import Tool, ToolContext, to_jsonable
 from ..engines import ProviderError
 from ..ids import ID_PATTERN
 from ..llm.base import ToolCall
+from ..runs.errors import AgentError
+from ..runs.ports import RunnableTool
+from ..runs.tool_context import ToolContext
+from ..runs.values import to_jsonable
 from ..workflows.schema import WorkflowError
 from .routing import Primitive, result_text
 
@@ -169,7 +171,7 @@ class PrimitiveRunner:
     async def tool(self, primitive: Primitive, call: dict[str, Any], resume_data: Any = None) -> StepOutcome:
         """Run an approved (or approval-free) tool call; ``resume_data`` when it suspended itself before."""
         run = self.run
-        tool: Tool = primitive.target
+        tool: RunnableTool = primitive.target
         run.emit("tool-execution-start", {**call, "iteration": run.state.iteration})
         if resume_data is not None:
             resume_data = tool.parse_resume_data(resume_data)  # validated when the run was claimed

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from ..agent.delegation import is_workflow
-from ..agent.structured import strip_fences
-from ..agent.tools import Tool, describe_validation_error, to_jsonable
 from ..llm.base import ChatMessage
+from ..runs.ports import is_tool, is_workflow
+from ..runs.structured import strip_fences
+from ..runs.values import describe_validation_error, to_jsonable
 
 PrimitiveType = Literal["agent", "workflow", "tool"]
 PRIMITIVE_TYPES: tuple[str, ...] = ("agent", "workflow", "tool")
@@ -119,7 +119,7 @@ def list_primitives(agent: Any) -> list[Primitive]:
         about = _clip(getattr(wf, "description", "") or f"The {key} workflow.")
         out.append(Primitive(key, "workflow", about, schema_of(getattr(wf, "input_schema", None)), wf))
     for key, tool in (getattr(agent, "tools", None) or {}).items():
-        if isinstance(tool, Tool):
+        if is_tool(tool):
             out.append(Primitive(key, "tool", _clip(tool.description), tool.parameters_schema(), tool))
     return out
 

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from ..llm.base import Usage
 from ..logs import get_logger
-from ..runstream import RunStream
+from ..runs.stream import RunStream
 from .errors import NetworkError
 
 log = get_logger("NETWORK")

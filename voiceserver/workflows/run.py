@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from voiceserver.logs import get_logger, log_context
-from voiceserver.storage import RunRecord
+from voiceserver.runs.store import RunRecord
 from voiceserver.workflows.executor import Executor, Resume, mark_interrupted, new_state
 from voiceserver.workflows.schema import WorkflowError, dump, validate
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from voiceserver.ids import validate_id
-from voiceserver.storage import InMemoryRunStore, RunStore
+from voiceserver.runs.store import InMemoryRunStore, RunStore
 from voiceserver.workflows.graph import (
     DEFAULT_MAX_ITERATIONS,
     MAX_FOREACH_CONCURRENCY,

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Generic, TypeVar
 
-from .logs import ComponentLogger, get_logger
+from ..logs import ComponentLogger, get_logger
 
 E = TypeVar("E")
 R = TypeVar("R")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..llm.base import ChatMessage, ToolSpec
-from .memory_bridge import history_to_chat, message_field
+from .records import history_to_chat, message_field
 
 DEFAULT_PROMPT_BUDGET_TOKENS = 1024  # fits a 2048-token local context with room for the reply and the tool list
 MESSAGE_OVERHEAD_TOKENS = 4  # the chat template's role markers around each message (ChatML: about 4)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from .errors import AgentError, StructuredOutputError
-from .tools import describe_validation_error, to_jsonable
+from .values import describe_validation_error, to_jsonable
 
 ErrorStrategy = Literal["strict", "warn", "fallback"]
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?```\s*$", re.DOTALL)

@@ -1,6 +1,6 @@
 """What continuing a suspended run needs, shared by agent runs (:mod:`voiceserver.agent.agent`) and network runs
 (:mod:`voiceserver.network.api`): claiming the persisted run, marking it running, and keeping / restoring the options
-that must survive the suspension (the context, the structured output schema).
+that must survive the suspension (the context, the structured output schema, re-imported by its path).
 
 Each caller passes its own error class (:class:`AgentError` or its subclass ``NetworkError``), so the codes stay
 ``run_not_found``, ``run_not_owned``, ``run_not_suspended`` and ``structured_output_unavailable`` for both.
@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from ..storage import RunRecord, RunStore
 from .errors import AgentError
+from .loading import load_object
+from .store import RunRecord, RunStore
 
 # One lock per (run kind, run store) serialises "load a suspended run, check it, mark it running", so two approvals
 # of the same run in this process cannot both continue it (another process sees the "running" status once it is
@@ -85,8 +86,6 @@ def restore_structured(saved: dict[str, Any], *, error: type[AgentError]) -> dic
     """
     schema = saved.get("schema")
     if schema is None and saved.get("schema_path"):
-        from .config import load_object  # imported here: config imports the agent module, which imports this one
-
         try:
             schema = load_object(saved["schema_path"])
         except Exception as exc:  # noqa: BLE001 - any import failure means the same to the caller
