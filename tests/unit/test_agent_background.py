@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from test_agent_support import FakeMemory
 
 from voiceserver.agent import Agent
@@ -130,3 +131,28 @@ async def test_a_failing_after_turn_is_logged_and_the_next_one_still_runs():
     work.after_turn("k", [2], ok)
     await work.flush()
     assert seen == [2]
+
+
+async def test_a_preempted_background_call_waits_for_live_work_and_is_tried_again():
+    from voiceserver.engines import ProviderError
+    from voiceserver.memory.turns import BACKGROUND_ATTEMPTS, background_request, complete_in_background
+
+    preempted = ProviderError("llm_preempted", "a live call needs this context")
+    model = ScriptedChatModel([Reply(error=preempted), Reply(text='{"ok": true}')], cycle=False)
+    model.live_activity.begin()  # a live turn is running: the retry waits for it to end
+    request = background_request(messages=[ChatMessage("user", "x")], response_schema={"type": "object"})
+    task = asyncio.create_task(complete_in_background(model, request))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert model.calls == 1 and not task.done()  # preempted once, now waiting for the live work
+    model.live_activity.end()
+    result = await asyncio.wait_for(task, TIMEOUT_S)
+    assert result.text == '{"ok": true}' and model.calls == 2 and request.priority == "background"
+    failing = ScriptedChatModel([Reply(error=preempted)])
+    with pytest.raises(ProviderError) as info:
+        await complete_in_background(failing, request)
+    assert info.value.code == "llm_preempted" and failing.calls == BACKGROUND_ATTEMPTS
+    other = ScriptedChatModel([Reply(error=ProviderError("llm_failed", "boom"))])
+    with pytest.raises(ProviderError):
+        await complete_in_background(other, request)
+    assert other.calls == 1  # other errors are not retried

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 log = get_logger("MEMORY")
 TITLE_MAX_CHARS = 60
+BACKGROUND_ATTEMPTS = 3  # a background call a live turn took the model from (llm_preempted) is tried this often
+BACKGROUND_IDLE_WAIT_S = 30.0  # before trying again, wait at most this long for live work to pause
 
 
 def _transcript(messages: list[Message], limit_chars: int = 4000) -> str:
@@ -37,6 +39,21 @@ def background_request(**fields: Any) -> Any:
     from ..llm.base import ChatRequest
 
     return ChatRequest(**fields, priority="background")
+
+
+async def complete_in_background(model: Any, request: Any) -> Any:
+    """``model.complete(request)`` for a background request; when a live turn preempts it (``llm_preempted``), wait
+    for live work to pause (``model.live_activity``) and try again, :data:`BACKGROUND_ATTEMPTS` times at most."""
+    for attempt in range(BACKGROUND_ATTEMPTS):
+        try:
+            return await model.complete(request)
+        except Exception as exc:
+            if getattr(exc, "code", None) != "llm_preempted" or attempt == BACKGROUND_ATTEMPTS - 1:
+                raise
+            live = getattr(model, "live_activity", None)
+            if live is not None:
+                await live.wait_idle_async(timeout=BACKGROUND_IDLE_WAIT_S)
+    raise AssertionError("unreachable")
 
 
 def fallback_title(messages: list[Message]) -> str | None:
@@ -96,7 +113,7 @@ class TurnWork:
             messages=[ChatMessage(role="system", content="You maintain notes about a user. " + task),
                       ChatMessage(role="user", content=prompt)],
             response_schema=working.extraction_schema(wm), temperature=0.0, max_tokens=400)
-        result = await model.complete(request)
+        result = await complete_in_background(model, request)
         data = json.loads(result.text)
         if not isinstance(data, dict) or "memory" not in data:
             raise ValueError("the model's reply has no memory field")
@@ -121,7 +138,7 @@ class TurnWork:
                                                "say it."),
             ChatMessage(role="user", content=f"The user said: {' '.join(said.split())[:2000]}")],
             response_schema=schema, temperature=0.0, max_tokens=200)
-        data = json.loads((await model.complete(request)).text)
+        data = json.loads((await complete_in_background(model, request)).text)
         if not isinstance(data, dict):
             return
         updates = {f: " ".join(str(data[f]).split()) for f in fields
@@ -143,7 +160,7 @@ class TurnWork:
                 ChatMessage(role="system", content="Give a short title (at most 8 words) for this conversation. "
                                                    "Reply with the title only."),
                 ChatMessage(role="user", content=_transcript(messages, 1500))], max_tokens=24, temperature=0.0)
-            text = (await model.complete(request)).text
+            text = (await complete_in_background(model, request)).text
             title = " ".join(text.replace('"', " ").split())[:TITLE_MAX_CHARS] or None
         title = title or fallback_title(messages)
         if title:
