@@ -9,6 +9,7 @@ from voiceserver.agent import Agent
 from voiceserver.llm.base import ChatMessage
 from voiceserver.runs.prompt import (
     HistoryWindows,
+    Window,
     estimate_tokens,
     layout_prompt,
     render_recall,
@@ -99,7 +100,7 @@ def test_the_window_keeps_its_start_for_several_turns_and_then_cuts_back_to_half
         plan = layout_prompt(system=SYSTEM, working_memory=None, history=visible, recalled=[],
                              tail=[ChatMessage("user", f"question {turn}")], budget=1000, count=words,
                              window=windows.get("t1"))
-        windows.set("t1", plan.window_start)
+        windows.set("t1", plan.window)
         starts.append(plan.window_start)
         prefixes.append([m.content for m in plan.prefix])
         thread += [msg(2 * turn, "user"), msg(2 * turn + 1, "assistant")]
@@ -114,9 +115,39 @@ def test_the_window_keeps_its_start_for_several_turns_and_then_cuts_back_to_half
     assert max(len(p) - 1 for p in prefixes) <= 10
 
 
+def test_working_memory_learnt_during_a_call_waits_for_the_next_cut_and_the_next_call():
+    """Facts extracted during a call are in its history already; showing them at once would rewrite the prefix."""
+    windows = HistoryWindows()
+    tail = [ChatMessage("user", "q")]
+    first = layout_prompt(system=SYSTEM, working_memory=None, history=[], recalled=[], tail=tail, budget=1000,
+                          count=words, window=windows.get("t1"))
+    windows.set("t1", first.window)
+    history = exchange(1)
+    second = layout_prompt(system=SYSTEM, working_memory="- Name: Ada", history=history, recalled=[], tail=tail,
+                           budget=1000, count=words, window=windows.get("t1"))
+    assert [m.content for m in second.prefix[:1]] == ["You are a voice assistant."]
+    assert second.report.working_memory is False and second.prefix[1].role == "user"  # the prefix is unchanged
+    windows.set("t1", second.window)
+    third = layout_prompt(system=SYSTEM, working_memory="- Name: Ada", history=exchange(2), recalled=[], tail=tail,
+                          budget=1000, count=words, window=windows.get("t1"))
+    assert [m.content for m in third.prefix[:3]] == [m.content for m in second.prefix[:3]]
+    # A new call (another thread, no window yet) shows what is known.
+    call2 = layout_prompt(system=SYSTEM, working_memory="- Name: Ada", history=[], recalled=[], tail=tail,
+                          budget=1000, count=words, window=windows.get("t2"))
+    assert call2.prefix[1].content == "- Name: Ada" and call2.window.working_memory == "- Name: Ada"
+    # At a cut (memory's window moved past the start) the block is refreshed, since the prefix changes anyway.
+    cut = layout_prompt(system=SYSTEM, working_memory="- Name: Ada", history=exchange(6)[2:], recalled=[], tail=tail,
+                        budget=1000, count=words, window=Window("m0", None))
+    assert cut.prefix[1].content == "- Name: Ada" and cut.window.start != "m0"
+    # Without a budget the block is always the current one (the old behaviour).
+    plain = layout_prompt(system=SYSTEM, working_memory="- Name: Ada", history=history, recalled=[], tail=tail,
+                          budget=0, count=words, window=Window("m0", None))
+    assert plain.prefix[1].content == "- Name: Ada"
+
+
 def test_budget_zero_is_memory_window_as_it_is():
     windows = HistoryWindows()
-    windows.set("t1", "m4")
+    windows.set("t1", Window("m4"))
     history = exchange(5)
     plan = layout_prompt(system=SYSTEM, working_memory=None, history=history, recalled=[],
                          tail=[ChatMessage("user", "q")], budget=0, count=words, window=windows.get("t1"))
@@ -150,11 +181,11 @@ def test_recall_rendering_is_short_and_bounded():
 
 def test_history_windows_are_bounded_and_forget_the_least_recently_used():
     windows = HistoryWindows(max_entries=2)
-    windows.set("a", "1")
-    windows.set("b", "2")
-    assert windows.get("a") == (True, "1")  # "a" is now the most recent
-    windows.set("c", "3")
-    assert windows.get("b") == (False, None) and windows.get("a") == (True, "1") and len(windows) == 2
+    windows.set("a", Window("1"))
+    windows.set("b", Window("2"))
+    assert windows.get("a") == Window("1")  # "a" is now the most recent
+    windows.set("c", Window("3"))
+    assert windows.get("b") is None and windows.get("a") == Window("1") and len(windows) == 2
 
 
 def test_token_counter_uses_the_models_counter_and_falls_back_to_the_estimate():

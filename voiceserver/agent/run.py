@@ -188,7 +188,7 @@ class AgentRun:
         count = token_counter(self.model)
         window_key = self._window_key()
         windows = self.services.windows
-        window = windows.get(window_key) if window_key else (False, None)
+        window = windows.get(window_key) if window_key else None
         specs = self._tool_specs(True)[0]
 
         def layout() -> PromptPlan:
@@ -199,7 +199,7 @@ class AgentRun:
         # In a thread: counting tokens is the model's tokenizer (llama.cpp), tens of microseconds a message.
         plan = await asyncio.to_thread(layout)
         if window_key is not None:
-            windows.set(window_key, plan.window_start)
+            windows.set(window_key, plan.window)
         messages = await run_input_processors(self.agent.input_processors, plan.messages, ctx)
         self.state.messages = sanitize_tool_pairs(messages)
         self.state.response_start = len(self.state.messages)

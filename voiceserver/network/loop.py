@@ -363,14 +363,14 @@ class NetworkRun:
         if windows is None:
             budget, past = 0, past[-MAX_HISTORY_MESSAGES:]
         system = ChatMessage("system", routing_system_prompt(self.instructions, self.primitives))
-        window = windows.get(key) if windows is not None else (False, None)
+        window = windows.get(key) if windows is not None else None
         plan = await asyncio.to_thread(  # counting tokens is the model's tokenizer: off the loop
             lambda: layout_prompt(system=[system], working_memory=getattr(ctx, "system_message", None) or None,
                                   history=past, recalled=list(getattr(ctx, "recalled", None) or []),
                                   tail=[ChatMessage("user", routing_user_prompt(st.task, st.steps))],
                                   budget=budget, count=token_counter(self.model), window=window))
         if windows is not None:
-            windows.set(key, plan.window_start)
+            windows.set(key, plan.window)
         self.history, self.recall = plan.prefix[1:], plan.recall
         if save_input:
             records = [r for m in self.input for r in self.records.from_input(m)]

@@ -3,7 +3,7 @@
 Pure functions and values (no I/O), shared by agent runs and network runs. The layout, in this order:
 
 1. the system prompt (and the tool descriptions the provider adds to it): stable;
-2. working memory (memory's system message): changes rarely;
+2. working memory (memory's system message): changes rarely, and in the prompt more rarely still (below);
 3. the history: grows at the end;
 4. what changes every turn, last: the recalled messages (one system message), then the new input.
 
@@ -14,6 +14,10 @@ The history window moves in blocks, never by one message a turn: its first messa
 :class:`HistoryWindows` entry per thread) until the window is over the budget or memory's own window has moved
 past it; then it is cut back to half (of the budget left for history, or of memory's window). The prefix stays
 identical for several turns in a row, and the model re-reads the history only at a cut.
+
+Working memory is shown as it was when the window last started: what the after-turn extraction learns during a call
+is already in that call's history, so updating the block at once would only make the model re-read the history. It
+is refreshed at the next cut (the prefix is rewritten then anyway) and at the start of every call (a new thread).
 
 When the budget is tight, recall is trimmed first, then the oldest history. The system prompt, working memory and
 the input are always sent whole. ``budget=0`` means no budget and no block window (memory's window as it is).
@@ -95,16 +99,30 @@ class ContextReport:
                 "dropped_history": self.dropped_history, "working_memory": self.working_memory}
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A thread's prompt window, kept between turns: the id of its first history message (None: the thread had no
+    history yet) and the working memory shown with it."""
+
+    start: str | None
+    working_memory: str | None = None
+
+
 @dataclass(slots=True)
 class PromptPlan:
     """The laid-out prompt: ``prefix`` (system, working memory, history), ``recall`` (zero or one system message)
-    and ``tail`` (the input); ``window_start`` is the id of the first history message kept (None: no history)."""
+    and ``tail`` (the input); ``window`` is the thread's window for the next turn."""
 
     prefix: list[ChatMessage]
     recall: list[ChatMessage]
     tail: list[ChatMessage]
     report: ContextReport
-    window_start: str | None
+    window: Window
+
+    @property
+    def window_start(self) -> str | None:
+        """The id of the first history message kept (None: no history)."""
+        return self.window.start
 
     @property
     def messages(self) -> list[ChatMessage]:
@@ -112,28 +130,27 @@ class PromptPlan:
 
 
 class HistoryWindows:
-    """Where each thread's history window starts (a message id), kept between turns; bounded, least recently used
-    threads forgotten first. Losing an entry costs one prefix rewrite, nothing else."""
+    """Each thread's :class:`Window`, kept between turns; bounded, least recently used threads forgotten first.
+    Losing an entry costs one prefix rewrite, nothing else."""
 
     def __init__(self, max_entries: int = MAX_WINDOWS):
-        self._starts: OrderedDict[Hashable, str | None] = OrderedDict()
+        self._windows: OrderedDict[Hashable, Window] = OrderedDict()
         self._max = max_entries
 
-    def get(self, key: Hashable) -> tuple[bool, str | None]:
-        """(known, start id) for ``key``."""
-        if key not in self._starts:
-            return False, None
-        self._starts.move_to_end(key)
-        return True, self._starts[key]
+    def get(self, key: Hashable) -> Window | None:
+        window = self._windows.get(key)
+        if window is not None:
+            self._windows.move_to_end(key)
+        return window
 
-    def set(self, key: Hashable, start: str | None) -> None:
-        self._starts[key] = start
-        self._starts.move_to_end(key)
-        while len(self._starts) > self._max:
-            self._starts.popitem(last=False)
+    def set(self, key: Hashable, window: Window) -> None:
+        self._windows[key] = window
+        self._windows.move_to_end(key)
+        while len(self._windows) > self._max:
+            self._windows.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._starts)
+        return len(self._windows)
 
 
 def render_recall(recalled: list[Any]) -> str | None:
@@ -158,20 +175,23 @@ def render_recall(recalled: list[Any]) -> str | None:
 
 def layout_prompt(*, system: list[ChatMessage], working_memory: str | None, history: list[Any],
                   recalled: list[Any], tail: list[ChatMessage], budget: int, count: TokenCounter,
-                  window: tuple[bool, str | None] = (False, None), extra_tokens: int = 0) -> PromptPlan:
+                  window: Window | None = None, extra_tokens: int = 0) -> PromptPlan:
     """Lay out one turn's prompt (see the module notes).
 
     ``history`` and ``recalled`` are memory messages (objects or dicts with ``id``, ``role``, ``content``,
-    ``type``), chronological, as :meth:`Memory.prepare` returns them; ``window`` is ``HistoryWindows.get(...)`` for
-    the thread; ``extra_tokens`` counts what the provider adds (the tool descriptions).
+    ``type``), chronological, as :meth:`Memory.prepare` returns them; ``working_memory`` is memory's system message
+    now; ``window`` is ``HistoryWindows.get(...)`` for the thread; ``extra_tokens`` counts what the provider adds
+    (the tool descriptions).
     """
-    wm = [ChatMessage("system", working_memory)] if working_memory else []
-    fixed = extra_tokens + sum(message_tokens(m, count) for m in (*system, *wm, *tail))
-    start = _window_start(history, window, budget)
+    start, kept_window = _window_start(history, window, budget)
+    shown_wm = window.working_memory if kept_window and window is not None else working_memory
+    fixed = _fixed_tokens(system, shown_wm, tail, count) + extra_tokens
     kept = history[start:]
     chat = history_to_chat(kept)
     used = sum(message_tokens(m, count) for m in chat)
     if budget > 0 and fixed + used > budget:
+        shown_wm = working_memory  # the prefix is rewritten anyway: show what is known now
+        fixed = _fixed_tokens(system, shown_wm, tail, count) + extra_tokens
         kept = _newest_within(kept, (budget - fixed) // 2, count)
         chat = history_to_chat(kept)
         used = sum(message_tokens(m, count) for m in chat)
@@ -179,26 +199,35 @@ def layout_prompt(*, system: list[ChatMessage], working_memory: str | None, hist
     candidates = [m for m in recalled if message_field(m, "id") not in kept_ids]
     recall = _fit_recall(candidates, budget - fixed - used if budget > 0 else None, count)
     recall_tokens = sum(message_tokens(m, count) for m in recall[0])
+    wm = [ChatMessage("system", shown_wm)] if shown_wm else []
     report = ContextReport(prompt_tokens=fixed + used + recall_tokens, budget=budget, history_messages=len(kept),
                            recalled_messages=recall[1], dropped_history=len(history) - len(kept),
                            working_memory=bool(wm))
     first = message_field(kept[0], "id") if kept else None
     return PromptPlan(prefix=[*system, *wm, *chat], recall=recall[0], tail=list(tail), report=report,
-                      window_start=first)
+                      window=Window(first, shown_wm))
 
 
-def _window_start(history: list[Any], window: tuple[bool, str | None], budget: int) -> int:
-    """Index of the first history message: the remembered start while memory still returns it (the thread's start
-    when none was remembered yet); the newest half of memory's window once memory's window moved past it."""
-    if budget <= 0 or not history:
-        return 0
-    known, start_id = window
+def _fixed_tokens(system: list[ChatMessage], working_memory: str | None, tail: list[ChatMessage],
+                  count: TokenCounter) -> int:
+    wm = [ChatMessage("system", working_memory)] if working_memory else []
+    return sum(message_tokens(m, count) for m in (*system, *wm, *tail))
+
+
+def _window_start(history: list[Any], window: Window | None, budget: int) -> tuple[int, bool]:
+    """(index of the first history message, whether the remembered window goes on): the remembered start while
+    memory still returns it (the thread's start when it had no history yet); else everything the first time, or the
+    newest half of memory's window once memory's window moved past the remembered start."""
+    if budget <= 0:
+        return 0, False
+    if window is None:
+        return 0, False
+    if window.start is None:
+        return 0, True
     ids = [message_field(m, "id") for m in history]
-    if not known or start_id is None:
-        return 0
-    if start_id in ids:
-        return ids.index(start_id)
-    return _at_user_message(history, len(history) // 2)  # memory's window slid past the start: cut back to half
+    if window.start in ids:
+        return ids.index(window.start), True
+    return _at_user_message(history, len(history) // 2), False  # memory's window slid past it: cut back to half
 
 
 def _at_user_message(history: list[Any], start: int) -> int:
