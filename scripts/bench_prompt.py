@@ -4,8 +4,8 @@ One caller talks to the default agent (the settings' defaults: local model, Lanc
 working memory) over several calls (same resource, a new thread each call). For every turn it prints the prompt
 tokens and the cached tokens the model reports (the finish chunk's usage; prompt minus cached is what the model had
 to read), the agent's own estimate of the prompt (its context chunk), the history and recalled messages in the
-prompt, the first token and whole-turn time, and whether the reply repeated an earlier reply of the call. Then
-medians and p95, per mode.
+prompt, the first token and whole-turn time, and whether the reply repeated an earlier reply to the caller (in any
+call). Then medians and p95, per mode.
 
 Modes, in one process on the same model: ``new`` (the settings' defaults) and ``baseline`` (``--baseline-env``: the
 settings as they were before the prompt budget: no budget, recall top 3 with 2 neighbours). The ratio of the medians
@@ -88,10 +88,10 @@ async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Na
     await (await agent.get_model()).load()
     rows: list[dict[str, Any]] = []
     turn_no = 0
+    earlier: list[str] = []  # every earlier reply to this caller, in any call
     try:
         for call_no, questions in enumerate(CALLS[: args.calls], 1):
             thread = f"bench-call-{call_no}"
-            earlier: list[str] = []
             for question in questions:
                 if turn_no >= args.turns:
                     break

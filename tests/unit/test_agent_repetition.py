@@ -133,3 +133,15 @@ async def test_a_cancelled_held_reply_sends_nothing():
         if chunk.type == "step-start":
             await stream.cancel()
     assert "text-delta" not in seen and seen[-1] == "abort" and model.cancelled == 1
+
+
+async def test_a_reply_recalled_from_an_earlier_call_is_guarded_too():
+    memory = FakeMemory()  # recalls messages of other threads that share a word with the question
+    memory.messages.append({"id": "old", "role": "assistant", "content": "Cela est un dessin de l'amour, mon ami.",
+                            "type": "text", "thread_id": "t0", "resource_id": "user-1", "metadata": {}})
+    model = ScriptedChatModel(["Cela est un dessin de l'amour, mon ami.", "Your favourite colour is blue."])
+    agent = Agent(name="A", model=model, memory=memory)
+    result = await agent.generate("What is my favourite colour, mon ami?", memory=MEM)
+    recall = model.requests[0].messages[-2]
+    assert recall.role == "system" and "- assistant: Cela est un dessin" in recall.content  # in the prompt, recalled
+    assert result.text == "Your favourite colour is blue." and model.calls == 2

@@ -28,6 +28,7 @@ from ..llm.base import ChatMessage, ChatModel, ToolSpec
 from ..logs import get_logger, log_context
 from ..runs.messages import last_user_text, sanitize_tool_pairs
 from ..runs.prompt import HistoryWindows, PromptPlan, layout_prompt, token_counter, tools_tokens
+from ..runs.records import message_field
 from ..runs.store import RunRecord
 from ..runs.structured import StructuredOutput
 from .background import BackgroundWork
@@ -103,6 +104,7 @@ class AgentRun:
         self.tools: dict[str, Tool] = {}
         self.object: Any = None
         self.final_reason: str | None = None
+        self.recalled_replies: list[str] = []  # assistant replies recalled from other calls (for the guard)
         self.memory = agent.memory if opts.memory else None
         self.turn = TurnMemory(agent.memory, opts.memory, state)
         self.calls = RunTools(self, agent.max_parallel_tools)
@@ -180,6 +182,9 @@ class AgentRun:
             mctx = await self.memory.prepare(resource_id=resource, thread_id=thread, query=last_user_text(self.input))
             history = list(getattr(mctx, "history", None) or [])
             recalled = list(getattr(mctx, "recalled", None) or [])
+            self.recalled_replies = [str(message_field(m, "content", "")) for m in recalled
+                                     if message_field(m, "role") == "assistant"
+                                     and (message_field(m, "type", "text") or "text") == "text"]
             working = getattr(mctx, "system_message", None) or None
             spec = getattr(mctx, "working_memory_tool", None)
             if spec:
@@ -278,7 +283,8 @@ class AgentRun:
         assert self.model is not None
         await self.emit("step-start", {"step": step})
         request = build_request(messages, specs, choice, schema, self.opts.model_settings)
-        earlier = earlier_replies(self.state.messages[: self.state.response_start])
+        # Every earlier reply the model can see: the history's, and those recalled from other calls.
+        earlier = [*earlier_replies(self.state.messages[: self.state.response_start]), *self.recalled_replies]
         out = await ModelStep(self.model, self.emit, self.state.seen_call_ids).run(request, earlier_replies=earlier)
         self.state.usage.add(out.usage)
         return out
