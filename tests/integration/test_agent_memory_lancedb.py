@@ -142,3 +142,30 @@ async def test_extraction_after_the_turn_is_background_work_and_the_next_turn_re
     system = [m.content for m in model.requests[2].messages if m.role == "system"]
     assert system[-1].endswith("- Name: Ada") and "City" not in system[-1]  # what is known, not the template
     assert context["working_memory"] is True
+
+
+async def test_a_message_the_window_cut_from_the_history_can_still_be_recalled(tmp_path, models_dir):
+    memory = Memory(storage=LanceDBStore(uri=tmp_path / "memory"), embedder="wordllama", models_dir=models_dir,
+                    options={"last_messages": 10, "semantic_recall": {"top_k": 2, "message_range": 0,
+                                                                      "threshold": 0.3, "scope": "resource"}})
+    await memory.open()
+    model = ScriptedChatModel(["Noted."] + [f"Filler answer {i}." for i in range(10)] + ["Blue."])
+    agent = Agent(name="A", model=model, memory=memory)
+    try:
+        # The fact is said in turn 2: memory's own window (10 messages) still holds it at turn 7, but the prompt's
+        # window has been cut back past it by then, so only recall can bring it back.
+        questions = ["Tell me about the sea.", "My favourite colour is blue.",
+                     *(f"Tell me fact number {i} about the sea." for i in range(4))]
+        for question in questions:
+            await agent.generate(question, memory=MEM)
+        stream = agent.stream("What is my favourite colour?", memory=MEM)
+        context = next(c.payload for c in [c async for c in stream] if c.type == "context")
+        await stream.result()
+    finally:
+        await memory.close()
+    sent = model.requests[-1].messages
+    history = [m.content for m in sent if m.role in ("user", "assistant")]
+    assert "My favourite colour is blue." not in history  # the window was cut back past it
+    assert context["dropped_history"] > 0
+    recall = [m.content for m in sent if m.role == "system" and "Earlier messages" in (m.content or "")]
+    assert recall and "My favourite colour is blue." in recall[0] and context["recalled_messages"] >= 1

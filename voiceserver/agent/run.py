@@ -28,7 +28,6 @@ from ..llm.base import ChatMessage, ChatModel, ToolSpec
 from ..logs import get_logger, log_context
 from ..runs.messages import last_user_text, sanitize_tool_pairs
 from ..runs.prompt import HistoryWindows, PromptPlan, layout_prompt, token_counter, tools_tokens
-from ..runs.records import message_field
 from ..runs.store import RunRecord
 from ..runs.structured import StructuredOutput
 from .background import BackgroundWork
@@ -175,16 +174,14 @@ class AgentRun:
         instructions = await self.agent.resolve_instructions(self.opts.instructions, ctx)
         system = [ChatMessage("system", instructions)] if instructions else []
         history: list[Any] = []
-        recalled: list[Any] = []
+        recalled: Any = []
         working: str | None = None
         if self.memory is not None and self.opts.memory is not None:
             resource, thread = self.opts.memory
             mctx = await self.memory.prepare(resource_id=resource, thread_id=thread, query=last_user_text(self.input))
             history = list(getattr(mctx, "history", None) or [])
-            recalled = list(getattr(mctx, "recalled", None) or [])
-            self.recalled_replies = [str(message_field(m, "content", "")) for m in recalled
-                                     if message_field(m, "role") == "assistant"
-                                     and (message_field(m, "type", "text") or "text") == "text"]
+            # Recall is selected once the window is known: what the window leaves out may be recalled.
+            recalled = getattr(mctx, "select_recalled", None) or list(getattr(mctx, "recalled", None) or [])
             working = getattr(mctx, "system_message", None) or None
             spec = getattr(mctx, "working_memory_tool", None)
             if spec:
@@ -205,6 +202,7 @@ class AgentRun:
         plan = await asyncio.to_thread(layout)
         if window_key is not None:
             windows.set(window_key, plan.window)
+        self.recalled_replies = plan.recalled_replies
         messages = await run_input_processors(self.agent.input_processors, plan.messages, ctx)
         self.state.messages = sanitize_tool_pairs(messages)
         self.state.response_start = len(self.state.messages)

@@ -391,11 +391,15 @@ class Memory(EntryOperations, WorkingMemoryOperations, TurnWork):
         for processor in self.processors:
             history = processor.process(history)
         recalled: list[Message] = []
+        select_recalled = None
         if semantic:
             hits, others = results[2]
-            recalled = recall_mod.select(hits, opts.semantic_recall, current_thread=thread_id,
-                                         current_messages=all_messages, other_threads=others,
-                                         exclude={m.id for m in window})
+
+            def select_recalled(exclude: set[str]) -> list[Message]:
+                return recall_mod.select(hits, opts.semantic_recall, current_thread=thread_id,
+                                         current_messages=all_messages, other_threads=others, exclude=exclude)
+
+            recalled = select_recalled({m.id for m in window})
         # The system message is working memory only: recall changes every turn, so the agent places it after the
         # history (see voiceserver.runs.prompt), where it does not rewrite the prompt's cached prefix.
         system = working.system_block(wm_opts, stored_wm, opts.read_only) if wm_opts.enabled else None
@@ -403,7 +407,7 @@ class Memory(EntryOperations, WorkingMemoryOperations, TurnWork):
             else None
         return MemoryContext(history=history, recalled=recalled,
                              working_memory=stored_wm if wm_opts.enabled else None,
-                             system_message=system, working_memory_tool=tool)
+                             system_message=system, working_memory_tool=tool, select_recalled=select_recalled)
 
 
 async def _none() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -206,10 +207,13 @@ class SearchHit:
 @dataclass
 class MemoryContext:
     """What an agent needs from memory for one turn (see :meth:`Memory.prepare`). ``system_message`` is the
-    working-memory block (None without working memory); ``recalled`` are laid out by the agent."""
+    working-memory block (None without working memory); ``recalled`` are laid out by the agent: they exclude
+    ``history``, and ``select_recalled(exclude)`` picks them again (no further query) for an agent that sends only part
+    of ``history``, so what it leaves out can be recalled instead of being lost."""
 
     history: list[Message]
     recalled: list[Message]
     working_memory: str | None
     system_message: str | None
     working_memory_tool: dict[str, Any] | None
+    select_recalled: Callable[[set[str]], list[Message]] | None = field(default=None, repr=False, compare=False)

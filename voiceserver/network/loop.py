@@ -366,7 +366,8 @@ class NetworkRun:
         window = windows.get(key) if windows is not None else None
         plan = await asyncio.to_thread(  # counting tokens is the model's tokenizer: off the loop
             lambda: layout_prompt(system=[system], working_memory=getattr(ctx, "system_message", None) or None,
-                                  history=past, recalled=list(getattr(ctx, "recalled", None) or []),
+                                  history=past, recalled=getattr(ctx, "select_recalled", None)
+                                  or list(getattr(ctx, "recalled", None) or []),
                                   tail=[ChatMessage("user", routing_user_prompt(st.task, st.steps))],
                                   budget=budget, count=token_counter(self.model), window=window))
         if windows is not None:

@@ -29,7 +29,7 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..llm.base import ChatMessage, ToolSpec
@@ -118,6 +118,7 @@ class PromptPlan:
     tail: list[ChatMessage]
     report: ContextReport
     window: Window
+    recalled_replies: list[str] = field(default_factory=list)  # assistant replies shown in the recall message
 
     @property
     def window_start(self) -> str | None:
@@ -174,14 +175,15 @@ def render_recall(recalled: list[Any]) -> str | None:
 
 
 def layout_prompt(*, system: list[ChatMessage], working_memory: str | None, history: list[Any],
-                  recalled: list[Any], tail: list[ChatMessage], budget: int, count: TokenCounter,
-                  window: Window | None = None, extra_tokens: int = 0) -> PromptPlan:
+                  recalled: list[Any] | Callable[[set[str]], list[Any]], tail: list[ChatMessage], budget: int,
+                  count: TokenCounter, window: Window | None = None, extra_tokens: int = 0) -> PromptPlan:
     """Lay out one turn's prompt (see the module notes).
 
     ``history`` and ``recalled`` are memory messages (objects or dicts with ``id``, ``role``, ``content``,
-    ``type``), chronological, as :meth:`Memory.prepare` returns them; ``working_memory`` is memory's system message
-    now; ``window`` is ``HistoryWindows.get(...)`` for the thread; ``extra_tokens`` counts what the provider adds
-    (the tool descriptions).
+    ``type``), chronological, as :meth:`Memory.prepare` returns them; ``recalled`` may instead be memory's
+    ``select_recalled`` (recall excluding the given ids), so messages the window leaves out can be recalled;
+    ``working_memory`` is memory's system message now; ``window`` is ``HistoryWindows.get(...)`` for the thread;
+    ``extra_tokens`` counts what the provider adds (the tool descriptions).
     """
     start, kept_window = _window_start(history, window, budget)
     shown_wm = window.working_memory if kept_window and window is not None else working_memory
@@ -196,16 +198,19 @@ def layout_prompt(*, system: list[ChatMessage], working_memory: str | None, hist
         chat = history_to_chat(kept)
         used = sum(message_tokens(m, count) for m in chat)
     kept_ids = {message_field(m, "id") for m in kept}
-    candidates = [m for m in recalled if message_field(m, "id") not in kept_ids]
+    pool = recalled(kept_ids) if callable(recalled) else recalled
+    candidates = [m for m in pool if message_field(m, "id") not in kept_ids]
     recall = _fit_recall(candidates, budget - fixed - used if budget > 0 else None, count)
     recall_tokens = sum(message_tokens(m, count) for m in recall[0])
+    replies = [" ".join(str(message_field(m, "content", "") or "").split()) for m in recall[2]
+               if message_field(m, "role") == "assistant"]
     wm = [ChatMessage("system", shown_wm)] if shown_wm else []
     report = ContextReport(prompt_tokens=fixed + used + recall_tokens, budget=budget, history_messages=len(kept),
                            recalled_messages=recall[1], dropped_history=len(history) - len(kept),
                            working_memory=bool(wm))
     first = message_field(kept[0], "id") if kept else None
     return PromptPlan(prefix=[*system, *wm, *chat], recall=recall[0], tail=list(tail), report=report,
-                      window=Window(first, shown_wm))
+                      window=Window(first, shown_wm), recalled_replies=replies)
 
 
 def _fixed_tokens(system: list[ChatMessage], working_memory: str | None, tail: list[ChatMessage],
@@ -257,18 +262,19 @@ def _stored_tokens(message: Any, count: TokenCounter) -> int:
     return MESSAGE_OVERHEAD_TOKENS + count(message_field(message, "content", "") or "") + extra
 
 
-def _fit_recall(recalled: list[Any], room: int | None, count: TokenCounter) -> tuple[list[ChatMessage], int]:
+def _fit_recall(recalled: list[Any], room: int | None, count: TokenCounter
+                ) -> tuple[list[ChatMessage], int, list[Any]]:
     """The recall system message for as many recalled messages as fit ``room`` (None: no limit), dropping the
-    oldest first; and how many it holds."""
+    oldest first; how many lines it holds; and the messages shown."""
     usable = [m for m in recalled if (message_field(m, "type", "text") or "text") == "text"
               and (message_field(m, "content", "") or "").strip()]
     while usable:
         text = render_recall(usable)
         if text is None:
-            return [], 0
+            break
         message = ChatMessage("system", text)
         if room is None or message_tokens(message, count) <= room:
             shown = len(text.split("\n")) - 1
-            return [message], shown
+            return [message], shown, usable[:shown]
         usable = usable[1:]
-    return [], 0
+    return [], 0, []
