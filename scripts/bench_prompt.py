@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import shutil
 import statistics
@@ -76,6 +77,19 @@ def pct(values: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
+class GuardCounter(logging.Handler):
+    """Counts the repetition guard's log records: caught repeats, and repeats let through after the retry."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.codes: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        code = (getattr(record, "fields", None) or {}).get("code")
+        if code in ("reply_repeat_caught", "reply_repeated"):
+            self.codes[code] = self.codes.get(code, 0) + 1
+
+
 async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Namespace, models_dir: Path,
                    data_dir: Path) -> list[dict[str, Any]]:
     from voiceserver import build_server
@@ -86,6 +100,9 @@ async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Na
     agent = server.agents[settings.agent.name]
     await agent.memory.open()
     await (await agent.get_model()).load()
+    guard = GuardCounter()
+    agent_log = logging.getLogger("voiceserver.agent")
+    agent_log.addHandler(guard)
     rows: list[dict[str, Any]] = []
     turn_no = 0
     earlier: list[str] = []  # every earlier reply to this caller, in any call
@@ -106,9 +123,12 @@ async def run_mode(name: str, agent_overrides: dict[str, Any], args: argparse.Na
                 await asyncio.sleep(args.gap_s)  # the reply is being spoken; background work runs meanwhile
             await agent.flush()  # the caller hangs up; the next call comes later
     finally:
+        agent_log.removeHandler(guard)
         await agent.flush()
         await agent.memory.close()
         await server.model_registry.close()
+    if rows:
+        rows[-1]["guard"] = dict(guard.codes)
     return rows
 
 
@@ -174,6 +194,9 @@ def print_row(row: dict[str, Any]) -> None:
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"turns": len(rows), "repeated": sum(r["repeated"] for r in rows)}
+    guard = rows[-1].get("guard", {}) if rows else {}
+    out["guard_caught"] = guard.get("reply_repeat_caught", 0)
+    out["guard_let_through"] = guard.get("reply_repeated", 0)
     for key in ("prompt_tokens", "cached_tokens", "uncached_tokens", "first_token_ms", "turn_ms"):
         values = [float(r[key]) for r in rows if r.get(key) is not None]
         if values:
@@ -216,7 +239,8 @@ async def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
     print()
     for name, s in results.items():
-        parts = [f"{name}: {s['turns']} turns, {s['repeated']} repeated an earlier reply"]
+        parts = [f"{name}: {s['turns']} turns, {s['repeated']} repeated an earlier reply (the guard caught "
+                 f"{s['guard_caught']}, let {s['guard_let_through']} through after its retry)"]
         for key in ("prompt_tokens", "cached_tokens", "uncached_tokens", "first_token_ms", "turn_ms"):
             if key in s:
                 parts.append(f"{key} p50 {s[key]['p50']:.0f} p95 {s[key]['p95']:.0f}")
