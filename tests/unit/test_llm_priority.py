@@ -222,6 +222,25 @@ def test_background_takes_its_own_context_and_live_takes_the_cached_conversation
     assert pool.take([9], background=True) is side
 
 
+def test_a_live_call_waits_for_its_conversations_context_while_a_cancelled_call_unwinds():
+    events: list[tuple] = []
+    pool = ContextPool()
+    a, b = FakeContext("a", events), FakeContext("b", events)
+    pool.fill([a, b])
+    conversation = list(range(100, 200))
+    cancelled = threading.Event()
+    held = pool.take(conversation, background=False, cancel=cancelled)
+    held._input_ids, held.n_tokens = conversation, len(conversation)
+    cancelled.set()  # a barge-in: the worker holding the conversation's cache unwinds at its next token
+    threading.Timer(0.05, pool.give_back, args=(held,)).start()
+    assert pool.take(conversation + [7], background=False) is held  # not the cold context next to it
+    pool.give_back(held)
+    # A call that is not cancelled is not waited for: the free context is taken at once.
+    running = pool.take(conversation, background=False, cancel=threading.Event())
+    other = pool.take(conversation + [8], background=False, unwind_wait_s=5.0)
+    assert other is not running
+
+
 async def test_live_activity_counts_and_wakes_async_waiters():
     activity = LiveActivity()
     assert not activity.busy and await activity.wait_idle_async(0)

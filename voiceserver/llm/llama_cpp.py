@@ -373,7 +373,7 @@ class LlamaCppModel(ChatModel):
                   cancel: threading.Event) -> None:
         tokens, budget = self._prompt_tokens(request, plan.budget, plan.offer_tools)
         usage = Usage(prompt_tokens=len(tokens))
-        ctx = self._pool.take(tokens, plan.background)
+        ctx = self._pool.take(tokens, plan.background, cancel)
         try:
             usage.cached_tokens = reused_prefix(ctx, tokens)
             if plan.decision is not None:

@@ -38,6 +38,9 @@ USEFUL_PREFIX = 24  # tokens: a shorter shared prefix is just the chat template'
 PROMPT_CHUNK = 32  # tokens a background prompt evaluates between two looks at live activity
 BACKGROUND_NICE = 10  # added to the OS priority (nice value) of background worker threads
 POLL_S = 0.02  # how often a waiting background call looks again
+# A live call whose conversation's context is still held by a call that was just cancelled (a barge-in, a cut reply,
+# the repetition guard's retry) waits this long for it rather than re-reading its whole prompt on a cold context.
+UNWIND_WAIT_S = 1.0
 
 
 class Cancelled(Exception):
@@ -69,11 +72,12 @@ class ContextPool:
     """The free-list of a model's contexts and who used each last (thread-safe)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self.contexts: list[Any] = []
         self._free: list[Any] = []
         self._last_used: dict[int, float] = {}
         self._last_kind: dict[int, str] = {}
+        self._cancels: dict[int, threading.Event] = {}  # a busy context -> its call's cancel flag
 
     def fill(self, contexts: list[Any]) -> None:
         with self._lock:
@@ -90,32 +94,58 @@ class ContextPool:
         with self._lock:
             return len(self._free)
 
-    def take(self, tokens: list[int], background: bool) -> Any:
-        """A free context for this prompt, by the rules in the module docstring (the gate guarantees one)."""
+    def take(self, tokens: list[int], background: bool, cancel: threading.Event | None = None,
+             unwind_wait_s: float = UNWIND_WAIT_S) -> Any:
+        """A free context for this prompt, by the rules in the module docstring (the gate guarantees one).
+
+        A live call whose prompt's prefix sits in a context a cancelled call is still unwinding waits for that
+        context (up to ``unwind_wait_s``): it comes back at the worker's next token, and reusing it saves reading
+        the whole prompt again."""
+        deadline = time.monotonic() + unwind_wait_s
         with self._lock:
-            if not self._free:
-                raise ProviderError("llm_unavailable", "no free llama.cpp context", provider="local")
+            while True:
+                if not self._free:
+                    raise ProviderError("llm_unavailable", "no free llama.cpp context", provider="local")
+                indexes = range(len(self._free))
 
-            def age(i: int) -> float:
-                return self._last_used.get(id(self._free[i]), 0.0)
+                def age(i: int) -> float:
+                    return self._last_used.get(id(self._free[i]), 0.0)
 
-            indexes = range(len(self._free))
-            if background:
-                own = [i for i in indexes if self._last_kind.get(id(self._free[i])) == "background"]
-                best = own[0] if own else min(indexes, key=age)
-            else:
+                if background:
+                    own = [i for i in indexes if self._last_kind.get(id(self._free[i])) == "background"]
+                    best = own[0] if own else min(indexes, key=age)
+                    break
                 best = max(indexes, key=lambda i: common_prefix(self._free[i], tokens))
-                if common_prefix(self._free[best], tokens) < USEFUL_PREFIX:
+                free_prefix = common_prefix(self._free[best], tokens)
+                remaining = deadline - time.monotonic()
+                if remaining > 0 and self._unwinding_with(tokens, free_prefix + USEFUL_PREFIX):
+                    self._lock.wait(timeout=remaining)
+                    continue
+                if free_prefix < USEFUL_PREFIX:
                     best = min(indexes, key=age)
+                break
             ctx = self._free.pop(best)
             self._last_used[id(ctx)] = time.monotonic()
             self._last_kind[id(ctx)] = "background" if background else "live"
+            if cancel is not None:
+                self._cancels[id(ctx)] = cancel
             return ctx
+
+    def _unwinding_with(self, tokens: list[int], at_least: int) -> bool:
+        """Whether a busy context whose call was cancelled holds at least ``at_least`` tokens of this prompt."""
+        free = {id(c) for c in self._free}
+        for ctx in self.contexts:
+            flag = self._cancels.get(id(ctx))
+            if id(ctx) not in free and flag is not None and flag.is_set() and common_prefix(ctx, tokens) >= at_least:
+                return True
+        return False
 
     def give_back(self, ctx: Any) -> None:
         with self._lock:
+            self._cancels.pop(id(ctx), None)
             if ctx in self.contexts:
                 self._free.append(ctx)
+            self._lock.notify_all()
 
 
 def _lower_priority() -> None:
