@@ -6,11 +6,14 @@ VAD/STT, TTS audio -> the caller's output format). :func:`convert_chunk` and :fu
 
 from __future__ import annotations
 
+from .alaw import alaw_decode, alaw_encode
 from .format import PCM16_16K, AudioChunk, AudioFormat
 from .mulaw import mulaw_decode, mulaw_encode
 from .resample import Resampler
 
-_SUPPORTED_ENCODINGS = ("pcm16", "mulaw")
+_SUPPORTED_ENCODINGS = ("pcm16", "mulaw", "alaw")
+_DECODERS = {"mulaw": mulaw_decode, "alaw": alaw_decode}
+_ENCODERS = {"mulaw": mulaw_encode, "alaw": alaw_encode}
 
 
 def _check_format(fmt: AudioFormat, role: str) -> None:
@@ -22,7 +25,7 @@ def _check_format(fmt: AudioFormat, role: str) -> None:
 
 
 class StreamConverter:
-    """Stateful converter from one mono format to another: decode mu-law, resample, encode mu-law.
+    """Stateful converter from one mono format to another: decode G.711 (mu-law, A-law), resample, encode G.711.
 
     ``convert`` accepts any number of bytes: for pcm16 input an odd trailing byte is kept and joined with the next
     call, so the sample stream is never shifted. ``flush`` emits the resampler's tail and resets the stream (a
@@ -61,7 +64,7 @@ class StreamConverter:
         else:
             if self.passthrough:
                 return bytes(data)
-            pcm = mulaw_decode(data)
+            pcm = _DECODERS[self.in_fmt.encoding](data)
         return self._encode(self._resampler.process(pcm))
 
     def flush(self) -> bytes:
@@ -70,7 +73,8 @@ class StreamConverter:
         return self._encode(self._resampler.flush())
 
     def _encode(self, pcm: bytes) -> bytes:
-        return mulaw_encode(pcm) if self.out_fmt.encoding == "mulaw" else pcm
+        encode = _ENCODERS.get(self.out_fmt.encoding)
+        return encode(pcm) if encode is not None else pcm
 
 
 def convert_chunk(chunk: AudioChunk, fmt: AudioFormat) -> AudioChunk:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Encoding = Literal["pcm16", "mulaw"]
-ENCODINGS: tuple[str, ...] = ("pcm16", "mulaw")
+Encoding = Literal["pcm16", "mulaw", "alaw"]
+ENCODINGS: tuple[str, ...] = ("pcm16", "mulaw", "alaw")
 PCM16_RATES: tuple[int, ...] = (8000, 16000, 24000, 48000)
 MULAW_RATES: tuple[int, ...] = (8000,)
+ALAW_RATES: tuple[int, ...] = (8000,)  # G.711 A-law, like mu-law, is telephone audio
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ def validate_format(encoding: str, sample_rate: int) -> AudioFormat:
     """Return an AudioFormat or raise ValueError naming what is allowed."""
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; allowed: {', '.join(ENCODINGS)}")
-    rates = PCM16_RATES if encoding == "pcm16" else MULAW_RATES
+    rates = {"pcm16": PCM16_RATES, "mulaw": MULAW_RATES, "alaw": ALAW_RATES}[encoding]
     if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate not in rates:
         allowed = ", ".join(map(str, rates))
         raise ValueError(f"unsupported sample_rate {sample_rate!r} for {encoding}; allowed: {allowed}")
