@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+from typing import Any
 
 from ..logs import get_logger
 from ..server.auth import key_matches
@@ -27,12 +29,19 @@ class SessionHub:
         """True when no keys are configured, or ``presented`` matches one (constant-time)."""
         return not self.api_keys or key_matches(presented, self.api_keys)
 
-    def open(self, gateway: str, *, defaults: SessionConfig | None = None) -> Session | None:
+    def open(self, gateway: str, *, defaults: SessionConfig | None = None,
+             agents: dict[str, Any] | None = None) -> Session | None:
         """A new session, or None when the server is full or shutting down (see :meth:`refusal`). Every gateway
-        opens its sessions here, so they all count against the one ``max_sessions`` limit."""
+        opens its sessions here, so they all count against the one ``max_sessions`` limit. ``agents``: answerers
+        (AgentPorts) this session uses instead of the server's, e.g. a gateway's own wrapper around one of them."""
         if self.shutting_down or len(self.sessions) >= self.max_sessions:
             return None
-        session = Session(self.deps, gateway=gateway, defaults=defaults)
+        deps = self.deps
+        if agents:
+            deps = dataclasses.replace(deps, agents=dict(agents),
+                                       default_agent=deps.default_agent if deps.default_agent in agents
+                                       else next(iter(agents)))
+        session = Session(deps, gateway=gateway, defaults=defaults)
         self.sessions[session.id] = session
         return session
 

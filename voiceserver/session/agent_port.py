@@ -37,6 +37,7 @@ class TurnRequest:
     max_tokens: int | None = None  # generation cap for this reply
     # Progress of workflows a tool starts during the turn: (run_id, event) for the caller's client.
     on_workflow_event: Callable[[str, dict[str, Any]], None] | None = None
+    turn_id: str | None = None  # the turn this answers (its events carry it), for answerers that report per turn
 
 
 @dataclass(slots=True)

@@ -78,13 +78,14 @@ class SessionContext:
     def now(self) -> float:
         return self.deps.clock()
 
-    def request(self, text: str, *, long_form: bool = False) -> TurnRequest:
+    def request(self, text: str, *, long_form: bool = False, turn_id: str | None = None) -> TurnRequest:
         """A TurnRequest for this caller (history only when the answerer does not remember)."""
         cfg = self.deps.turn
         max_tokens = cfg.long_reply_max_tokens if long_form else cfg.reply_max_tokens
         return TurnRequest(text=text, resource=self.config.resource, thread=self.config.thread,
                            history=() if self.remembers else tuple(self.history), long_form=long_form,
-                           max_tokens=max_tokens or None, on_workflow_event=self.forward_workflow_event)
+                           max_tokens=max_tokens or None, on_workflow_event=self.forward_workflow_event,
+                           turn_id=turn_id)
 
     # --- outbound ----------------------------------------------------------------------------------------------
 

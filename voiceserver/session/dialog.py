@@ -133,7 +133,7 @@ class SpokenDialog:
         pending, self.pending_approval = self.pending_approval, None
         if pending is None:
             return
-        request = self.ctx.request(user_text or "")
+        request = self.ctx.request(user_text or "", turn_id=turn.id)
         await self.responder.play(turn, lambda: self.ctx.port.decide_tool_call(pending, approve=approve,
                                                                                reason=reason, request=request),
                                   self, user_text=user_text)
@@ -155,7 +155,7 @@ class SpokenDialog:
                 return True
             return False  # a new request instead: the run stays suspended for another time
         self.pending_workflow, self._asking = None, question
-        request = self.ctx.request(text)
+        request = self.ctx.request(text, turn_id=turn.id)
         await self.responder.play(turn, lambda: self.ctx.port.resume_workflow(question, text, request), self,
                                   user_text=text)
         self._asking = None

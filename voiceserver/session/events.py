@@ -174,6 +174,11 @@ class SessionConfig:
     vad_prefix_ms: int = 300
     vad_min_speech_ms: int = 200
     keypad: bool = False  # the caller has a phone keypad (telephony gateways): questions mention the keys
+    # Answer each utterance (False: transcribe it, send the Transcript, and leave answering to the client).
+    auto_respond: bool = True
+    # Speech confirmed during a reply interrupts it (False: the reply goes on; an utterance that ends meanwhile is
+    # answered once the reply is over).
+    barge_in: bool = True
 
 
 @dataclass(slots=True)
@@ -246,6 +251,19 @@ class EndSession:
 
 
 @dataclass(slots=True)
+class UpdateSession:
+    """Change how a started session listens and answers: the ``vad_*`` values, ``auto_respond`` and ``barge_in`` of
+    ``config`` are taken (its ids, agent and audio formats are not). New VAD values apply from the next utterance."""
+
+    config: SessionConfig
+
+
+@dataclass(slots=True)
+class ClearInput:
+    """Drop the caller audio that has not ended as an utterance yet (an utterance in progress is forgotten)."""
+
+
+@dataclass(slots=True)
 class InvalidInput:
     """A wire message the gateway's codec could not use: reported to the client as an error (code + message); the
     session carries on."""
@@ -256,5 +274,5 @@ class InvalidInput:
 
 InboundEvent = (
     StartSession | InputAudio | InputText | InputCommit | InputDtmf | CancelResponse | ResponsePlayed | ToolDecision
-    | Ping | EndSession | InvalidInput
+    | Ping | EndSession | InvalidInput | UpdateSession | ClearInput
 )

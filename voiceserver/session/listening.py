@@ -18,7 +18,16 @@ from ..audio.format import PCM16_16K, AudioChunk
 from ..metrics import Metrics
 from ..settings import LimitsConfig, TurnConfig
 from ..stt.base import SpeechToText
-from ..vad.segmenter import Segmenter, SegmenterConfig
+from ..vad.segmenter import (
+    Segmenter,
+    SegmenterConfig,
+    SpeechEnd,
+    SpeechOnset,
+    SpeechOnsetLost,
+    SpeechPause,
+    SpeechResume,
+    SpeechStart,
+)
 from .events import SessionConfig
 
 LAG_SAMPLE = 8  # time one audio frame in eight for voiceserver_vad_lag_seconds
@@ -39,11 +48,21 @@ class Listener:
     def __init__(self, config: SessionConfig, limits: LimitsConfig, turn: TurnConfig, *,
                  clock: Callable[[], float], metrics: Metrics):
         self.converter = StreamConverter(config.input_format, PCM16_16K)
+        self.limits = limits
+        self.turn = turn
         self.segmenter = Segmenter(segmenter_config(config, limits, turn))
         self.clock = clock
         self.metrics = metrics
         self._arrivals: deque[tuple[float, float]] = deque(maxlen=256)  # (stream ms at chunk end, clock)
         self._frames = 0
+        # A segmenter replaced by retune() or reset() starts at stream position 0; this keeps the stream clock going.
+        self._offset_ms = 0
+        self._retuned: SegmenterConfig | None = None
+
+    @property
+    def position_ms(self) -> int:
+        """Stream time of all audio segmented so far."""
+        return self._offset_ms + self.segmenter.position_ms
 
     def feed(self, audio: bytes, arrived_at: float | None) -> tuple[list[Any], float]:
         """Segment events for this audio, and its arrival time on the session clock."""
@@ -51,8 +70,10 @@ class Listener:
         pcm = self.converter.convert(audio)
         if not pcm:
             return [], now
-        events = self.segmenter.feed(pcm)
-        self._arrivals.append((self.segmenter.position_ms, now))
+        events = self._shifted(self.segmenter.feed(pcm))
+        self._arrivals.append((self.position_ms, now))
+        if self._retuned is not None and not self.segmenter.in_speech:
+            self._replace_segmenter()
         # One frame in LAG_SAMPLE is timed: a histogram observation costs about as much as the VAD itself, and a
         # 1-in-8 sample of 25,000 frames a second still gives a tight p99.
         self._frames += 1
@@ -60,8 +81,50 @@ class Listener:
             self.metrics.vad_lag_seconds.observe(max(self.clock() - now, 0.0))
         return events, now
 
+    @property
+    def last_voiced_ms(self) -> int:
+        """Stream time just after the last frame that counted as speech in the current utterance."""
+        return self._offset_ms + self.segmenter.last_voiced_ms
+
+    def set_endpoint(self, silence_ms: int) -> list[Any]:
+        """The segmenter's adaptive endpoint, in stream time (see Segmenter.set_endpoint)."""
+        return self._shifted(self.segmenter.set_endpoint(silence_ms))
+
     def commit(self) -> list[Any]:
-        return self.segmenter.commit()
+        events = self._shifted(self.segmenter.commit())
+        if self._retuned is not None:
+            self._replace_segmenter()
+        return events
+
+    def retune(self, config: SessionConfig) -> None:
+        """New VAD settings: now when no utterance is in progress, else once it has ended."""
+        self._retuned = segmenter_config(config, self.limits, self.turn)
+        if not self.segmenter.in_speech:
+            self._replace_segmenter()
+
+    def reset(self) -> None:
+        """Forget the audio not ended as an utterance yet; stream times go on from where they are."""
+        self._replace_segmenter()
+
+    def _replace_segmenter(self) -> None:
+        self._offset_ms += self.segmenter.position_ms
+        self.segmenter = Segmenter(self._retuned or self.segmenter.config)
+        self._retuned = None
+
+    def _shifted(self, events: list[Any]) -> list[Any]:
+        offset = self._offset_ms
+        if offset and events:
+            for ev in events:
+                if isinstance(ev, SpeechStart):
+                    ev.start_ms += offset
+                    ev.confirmed_ms += offset
+                elif isinstance(ev, SpeechPause | SpeechResume | SpeechOnset | SpeechOnsetLost):
+                    ev.at_ms += offset
+                elif isinstance(ev, SpeechEnd):
+                    ev.start_ms += offset
+                    ev.end_ms += offset
+                    ev.last_voiced_ms += offset
+        return events
 
     def arrival_of(self, stream_ms: float) -> float | None:
         """When the audio at stream position ``stream_ms`` arrived (the first chunk that reached it)."""

@@ -24,6 +24,7 @@ from .context import SessionContext, SessionDeps
 from .dialog import SpokenDialog
 from .events import (
     CancelResponse,
+    ClearInput,
     EndSession,
     InputAudio,
     InputCommit,
@@ -45,6 +46,7 @@ from .events import (
     StartSession,
     ToolDecision,
     Transcript,
+    UpdateSession,
 )
 from .listening import Listener, Speculation
 from .reply import Responder
@@ -76,6 +78,8 @@ class Session:
         self._turn: Turn | None = None
         self._speech_turn_id: str | None = None
         self._carry_audio = b""  # audio of a turn cut short before it answered, joined to the next utterance
+        self._waiting: tuple[Turn, asyncio.Task | None] | None = None  # an utterance waiting for a reply to end
+        self._transcribing: asyncio.Task | None = None  # the last transcription of an utterance not answered here
         self._tasks: set[asyncio.Task] = set()
         self._held: Turn | None = None  # a reply paused by a sound that may be an interruption
         self._barge_at_ms: int | None = None  # stream time at which the speech over a paused reply interrupts it
@@ -135,6 +139,10 @@ class Session:
                 turn.playback.report_played(event.played_ms)
         elif isinstance(event, ToolDecision):
             await self._on_tool_decision(event)
+        elif isinstance(event, UpdateSession):
+            self._update(event.config)
+        elif isinstance(event, ClearInput):
+            self._clear_input()
         else:
             await self.ctx.error("invalid_message", f"unsupported event {type(event).__name__}")
 
@@ -208,7 +216,7 @@ class Session:
         if events:
             self._process_segments(events, now)
         if (self._barge_at_ms is not None and not self._waved_through
-                and self._listener.segmenter.last_voiced_ms >= self._barge_at_ms):
+                and self._listener.last_voiced_ms >= self._barge_at_ms):
             self._barge_at_ms = None  # the caller kept talking over the paused reply: a real interruption
             self._barge_in()
 
@@ -221,7 +229,7 @@ class Session:
             elif isinstance(ev, SpeechStart):
                 self._speech_turn_id = new_id("turn")
                 turn = self._turn
-                if turn is not None and not turn.done:
+                if turn is not None and not turn.done and self._speech_interrupts(turn):
                     if self.deps.turn.false_interruption and turn.responding and turn.reply_handle is not None:
                         # Maybe only a "mm-hmm": the reply waits, paused, until the speech is long enough to be an
                         # interruption or turns out to hold no words.
@@ -254,13 +262,17 @@ class Session:
                     # Short speech over a paused reply: its words decide whether the reply goes on.
                     self._barge_at_ms = None
                     self._spawn(self._check_backchannel(turn, self._speculation.take()))
+                elif not self.config.auto_respond:
+                    self._transcribe_only(turn, self._speculation.take())
+                elif self._turn is not None and not self._turn.done and not self.config.barge_in:
+                    self._wait_for_reply(turn, self._speculation.take())
                 else:
                     self._begin_turn(turn, self._speculation.take())
 
     def _pause_reply(self) -> None:
         turn = self._turn
-        if (not self.deps.turn.false_interruption or turn is None or turn.done or not turn.responding
-                or turn.reply_handle is None or turn.reply_handle.paused):
+        if (not self.deps.turn.false_interruption or not self.config.barge_in or turn is None or turn.done
+                or not turn.responding or turn.reply_handle is None or turn.reply_handle.paused):
             return
         turn.reply_handle.pause()
         self._held = turn
@@ -319,7 +331,59 @@ class Session:
         if complete is None:
             return
         silence_ms = cfg.complete_endpoint_ms if complete else cfg.incomplete_endpoint_ms
-        self._process_segments(self._listener.segmenter.set_endpoint(silence_ms), self.ctx.now())
+        self._process_segments(self._listener.set_endpoint(silence_ms), self.ctx.now())
+
+    def _speech_interrupts(self, turn: Turn) -> bool:
+        """Speech confirmed while a turn runs: a reply is interrupted when ``barge_in``; before the reply, the
+        caller's words are joined to the next utterance only when the session answers utterances itself."""
+        return self.config.barge_in if turn.responding else self.config.auto_respond
+
+    def _wait_for_reply(self, turn: Turn, speculative: asyncio.Task | None) -> None:
+        """barge_in off: an utterance that ended during a reply waits for it (a second one joins the first)."""
+        if self._waiting is not None:
+            first, previous = self._waiting
+            if previous is not None:
+                previous.cancel()
+            first.audio += turn.audio
+            first.last_voiced_at, first.ended_at, first.endpoint_ms = (turn.last_voiced_at, turn.ended_at,
+                                                                      turn.endpoint_ms)
+            return
+        self._waiting = (turn, speculative)
+
+    def _begin_waiting(self) -> None:
+        if self._waiting is not None and not self.closed:
+            (turn, speculative), self._waiting = self._waiting, None
+            self._begin_turn(turn, speculative)
+
+    def _transcribe_only(self, turn: Turn, speculative: asyncio.Task | None) -> None:
+        """auto_respond off: the utterance is transcribed (Transcript events in the order spoken), not answered."""
+        previous = self._transcribing
+
+        async def transcribe() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self.runner.transcribe_only(turn, speculative)
+
+        self._transcribing = asyncio.create_task(transcribe(), name=f"transcribe-{turn.id}")
+        self._tasks.add(self._transcribing)
+        self._transcribing.add_done_callback(self._tasks.discard)
+
+    # --- changes while running ------------------------------------------------------------------------------------
+
+    def _update(self, config: SessionConfig) -> None:
+        current = self.ctx.config
+        for name in ("vad_aggressiveness", "vad_silence_ms", "vad_prefix_ms", "vad_min_speech_ms", "auto_respond",
+                     "barge_in"):
+            setattr(current, name, getattr(config, name))
+        if self._listener is not None:
+            self._listener.retune(current)
+
+    def _clear_input(self) -> None:
+        self._speculation.cancel()
+        self._carry_audio = b""
+        self._speech_turn_id = None
+        if self._listener is not None:
+            self._listener.reset()
 
     # --- other input ----------------------------------------------------------------------------------------------
 
@@ -369,12 +433,13 @@ class Session:
         self._tasks.add(turn.task)
         turn.task.add_done_callback(self._tasks.discard)
 
-    @staticmethod
-    async def _guard(turn: Turn, work: Coroutine[Any, Any, None]) -> None:
+    async def _guard(self, turn: Turn, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
         finally:
             turn.done = True
+            if self._turn is turn and turn.outcome != "interrupted":
+                self._begin_waiting()  # an utterance that ended during this reply (barge_in off)
 
     async def _interrupt(self, reason: str, notify: bool = True, turn: Turn | None = None) -> None:
         """Stop the current turn now; keep only what the caller heard."""
@@ -412,6 +477,8 @@ class Session:
             if notify:
                 await self.outbox.put(ResponseCancelled(turn.id, heard, reason))
                 await self.outbox.put(ResponseDone(turn.id, heard, interrupted=True))
+        if reason == "client_cancel":
+            self._begin_waiting()  # the caller's waiting words are answered now (new input starts its own turn)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)

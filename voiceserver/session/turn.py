@@ -123,8 +123,28 @@ class TurnRunner:
 
     async def respond(self, turn: Turn, text: str) -> None:
         """A new request: the answerer's stream, spoken."""
-        request = self.ctx.request(text, long_form=turn.long_form)
+        request = self.ctx.request(text, long_form=turn.long_form, turn_id=turn.id)
         await self.responder.play(turn, lambda: self.ctx.port.open_turn(request), self.dialog, user_text=text)
+
+    async def transcribe_only(self, turn: Turn, speculative: asyncio.Task | None) -> None:
+        """An utterance the session does not answer itself (``auto_respond`` off): send its Transcript only."""
+        ctx = self.ctx
+        with log_context(session_id=ctx.id, turn_id=turn.id):
+            result: Any = None
+            if speculative is not None:
+                with contextlib.suppress(Exception):
+                    result = await speculative
+            if result is None:
+                try:
+                    result = await ctx.listener().transcribe(AudioChunk(turn.audio, 16000))
+                except ProviderError as exc:
+                    await ctx.error(exc.code, exc.message, turn.id)
+                    return
+                except Exception as exc:
+                    log.exception("transcription failed")
+                    await ctx.error("internal_error", f"{type(exc).__name__}: {exc}", turn.id)
+                    return
+            await ctx.outbox.put(Transcript(turn.id, result.text))
 
     async def _transcribe(self, turn: Turn, speculative: asyncio.Task | None) -> str | None:
         """The words of the utterance, or None when nothing was said (noise) or nothing could be heard."""
