@@ -236,6 +236,24 @@ class TwilioConfig(_Section):
                                                 "webhook URL's ?agent= wins")
     max_log_per_code: int = Field(20, ge=0, le=10000,
                                   description="bad stream messages logged per call and code (all are counted)")
+class OpenAIEndpointsConfig(_Section):
+    """The OpenAI-compatible endpoints this server offers: ws /v1/realtime and the audio REST API."""
+
+    realtime_max_event_bytes: int = Field(
+        1 << 20, ge=1024, le=1 << 20, description="largest client event on /v1/realtime (error, then close 1009); "
+                                                  "the WebSocket itself takes at most 1 MiB")
+    realtime_max_buffer_s: float = Field(
+        60.0, gt=0, le=600, description="input audio held for a manual commit (turn_detection null); more is refused")
+    realtime_max_items: int = Field(500, ge=10, le=100_000, description="conversation items kept per connection; "
+                                                                         "the oldest go first")
+    realtime_audio_delta_ms: int = Field(200, ge=20, le=2000, description="most audio in one output audio delta "
+                                                                         "(each event stays far under 1 MiB)")
+    realtime_max_tools: int = Field(64, ge=0, le=512, description="function tools a client may declare")
+    realtime_max_instructions_chars: int = Field(20000, ge=100, le=1_000_000)
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024, description="largest file for /v1/audio/transcriptions")
+    max_transcription_s: float = Field(600.0, gt=0, le=7200, description="longest audio /v1/audio/transcriptions "
+                                                                         "transcribes")
+    max_speech_chars: int = Field(4096, ge=1, le=100_000, description="longest input of /v1/audio/speech")
 
 
 class Settings(BaseSettings):
@@ -277,6 +295,7 @@ class Settings(BaseSettings):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
+    openai_endpoints: OpenAIEndpointsConfig = Field(default_factory=OpenAIEndpointsConfig)
 
     @field_validator("log_level", mode="before")
     @classmethod

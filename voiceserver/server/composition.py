@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from ..engines import LiveActivity, ProviderError
 from ..gateway.hub import SessionHub
 from ..gateway.native_ws import native_voice_endpoint
+from ..gateway.realtime_ws import realtime_endpoint
 from ..gateway.twilio import twilio_routes
 from ..logs import get_logger
 from ..metrics import Metrics
@@ -326,6 +327,7 @@ def create_app(server: VoiceServer) -> Starlette:
     """The ASGI app: core routes, the native voice WebSocket, memory and workflow REST when available."""
     routes: list[BaseRoute] = [*core_routes(), WebSocketRoute("/v1/voice", native_voice_endpoint)]
     routes += twilio_routes()  # POST /v1/twilio/voice (TwiML), WS /v1/twilio/stream
+    routes.append(WebSocketRoute("/v1/realtime", realtime_endpoint))  # OpenAI Realtime (gateway/realtime_ws.py)
     if server.memory is not None:
         try:
             from .memory_routes import memory_routes
