@@ -43,6 +43,7 @@ class RealtimeResponse:
     error: dict[str, Any] | None = None
     finish_reason: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
+    heard: str | None = None  # set by a truncate: what the item's transcript keeps
     _converter: StreamConverter | None = None
 
     @property
@@ -92,7 +93,10 @@ class RealtimeResponse:
         """The words the caller heard when playback stopped ``audio_end_ms`` into this response's audio."""
         self.timeline.reported_played_ms = None
         self.timeline.report_played(audio_end_ms)
-        return self.timeline.heard_text()
+        self.heard = self.timeline.heard_text()
+        if self.message is not None and self.status != "in_progress":
+            self.message["content"][0]["transcript"] = self.heard
+        return self.heard
 
     def _convert(self, pcm24k: bytes) -> bytes:
         if self.output_format == SESSION_OUTPUT:
@@ -112,8 +116,9 @@ class RealtimeResponse:
         text = self.text if final else ""
         return {"type": "audio", "transcript": text} if self.audio_output else {"type": "text", "text": text}
 
-    def _item_event(self, kind: str, item: dict[str, Any]) -> dict[str, Any]:
-        return {"type": kind, "response_id": self.id, "output_index": self.output.index(item), "item": item}
+    def _item_event(self, kind: str, item: dict[str, Any], index: int | None = None) -> dict[str, Any]:
+        position = index if index is not None else self.output.index(item)
+        return {"type": kind, "response_id": self.id, "output_index": position, "item": item}
 
     # --- the end ------------------------------------------------------------------------------------------------
 
@@ -138,7 +143,7 @@ class RealtimeResponse:
             if self.audio_output:
                 events.append({"type": "response.output_audio.done", **base})
                 events.append({"type": "response.output_audio_transcript.done", **base, "transcript": self.text})
-                message["content"][0]["transcript"] = self.text
+                message["content"][0]["transcript"] = self.heard if self.heard is not None else self.text
             else:
                 events.append({"type": "response.output_text.done", **base, "text": self.text})
                 message["content"][0]["text"] = self.text
@@ -147,10 +152,10 @@ class RealtimeResponse:
             events.append(self._item_event("response.output_item.done", message))
         for call in function_calls if not interrupted else []:
             self.output.append(call)
-            base = {"response_id": self.id, "item_id": call["id"], "output_index": self.output.index(call),
-                    "call_id": call["call_id"]}
-            events.append(self._item_event("response.output_item.added", {**call, "status": "in_progress",
-                                                                            "arguments": ""}))
+            index = len(self.output) - 1
+            base = {"response_id": self.id, "item_id": call["id"], "output_index": index, "call_id": call["call_id"]}
+            events.append(self._item_event("response.output_item.added",
+                                           {**call, "status": "in_progress", "arguments": ""}, index))
             events.append({"type": "response.function_call_arguments.delta", **base, "delta": call["arguments"]})
             events.append({"type": "response.function_call_arguments.done", **base, "name": call["name"],
                            "arguments": call["arguments"]})

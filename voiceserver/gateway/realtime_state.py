@@ -137,6 +137,7 @@ class RealtimeConversation:
         self._buffer = bytearray()  # manual turn-taking: 16 kHz pcm16 not committed yet
         self._input = StreamConverter(settings.input_format, PCM16_16K)
         self._stopped_since_commit = False
+        self._speech_started_ms = 0
 
     # --- the session's view -------------------------------------------------------------------------------------
 
@@ -208,6 +209,7 @@ class RealtimeConversation:
         audio = bytes(self._buffer)
         self._buffer.clear()
         item = user_audio_item(new_id("item"))
+        item["_audio_ms"] = buffered_ms
         actions = [Send({"type": "input_audio_buffer.committed", "item_id": item["id"],
                          "previous_item_id": self.conversation.last_id()})]
         actions += self._add_item(item, done=False)
@@ -253,7 +255,6 @@ class RealtimeConversation:
             return [self._error("invalid_value", f"Audio content of {response.audio_ms:.0f}ms is shorter than "
                                 f"{ev.audio_end_ms}ms.", "audio_end_ms", ev.event_id)]
         heard = response.heard_at(ev.audio_end_ms)
-        content[ev.content_index]["transcript"] = heard
         actions: list[Any] = []
         if response is self.active and response.turn_id is not None:
             actions += [Drive(ResponsePlayed(response.turn_id, ev.audio_end_ms)), Drive(CancelResponse())]
@@ -380,6 +381,7 @@ class RealtimeConversation:
         item_id = self.turn_items.setdefault(ev.turn_id, new_id("item"))
         if len(self.turn_items) > self.limits.max_items:
             self.turn_items.pop(next(iter(self.turn_items)))
+        self._speech_started_ms = ev.audio_ms
         return [Send({"type": "input_audio_buffer.speech_started", "audio_start_ms": ev.audio_ms,
                       "item_id": item_id})]
 
@@ -388,6 +390,7 @@ class RealtimeConversation:
         item_id = self.turn_items.setdefault(ev.turn_id, new_id("item"))
         item = user_audio_item(item_id, turn_id=ev.turn_id)
         item["_consumed"] = ev.turn_id in self.answered_turns
+        item["_audio_ms"] = max(ev.audio_ms - self._speech_started_ms, 0)
         self.transcribing.add(item_id)
         actions = [Send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": ev.audio_ms,
                          "item_id": item_id}),
@@ -479,14 +482,16 @@ class RealtimeConversation:
         actions: list[Any] = []
         for event in events:
             actions.append(Send(event))
-            if event["type"] == "response.output_item.done" and not response.out_of_band:
-                item = event["item"]
-                if item["type"] == "function_call":
-                    item["_consumed"] = True
-                    actions += self._add_item(item, done=True, origin="response")
-                elif item["id"] in self.conversation:
-                    actions.append(Send({"type": "conversation.item.done", "item": render_item(item, self.dialect),
-                                         "previous_item_id": self.conversation.previous_of(item["id"])}))
+            item = event.get("item")
+            if response.out_of_band or item is None:
+                continue
+            if event["type"] == "response.output_item.added" and item["type"] == "function_call":
+                stored = next(c for c in calls if c["id"] == item["id"])
+                stored["_consumed"] = True  # the call is output; its output will be the new input
+                actions += self._add_item(stored, done=False, origin="response")
+            elif event["type"] == "response.output_item.done" and item["id"] in self.conversation:
+                actions.append(Send({"type": "conversation.item.done", "item": render_item(item, self.dialect),
+                                     "previous_item_id": self.conversation.previous_of(item["id"])}))
         if self.active is response:
             self.active = None
         if self.requested is response:

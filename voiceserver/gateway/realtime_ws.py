@@ -261,6 +261,10 @@ class RealtimeLoop:
         except (WebSocketDisconnect, RuntimeError, OSError):
             await self.session.close("client_gone")
             return
+        except Exception:  # a bug here must not leave the caller waiting on a silent socket
+            log.exception("realtime send loop failed")
+            self.close_code = 1011
+            await self.session.close("internal_error")
         ws = self.ws
         if ws.application_state != WebSocketState.DISCONNECTED and ws.client_state != WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
