@@ -30,6 +30,7 @@ from ..session import SessionDeps
 from ..session.agent_adapter import adapt_agents
 from ..settings import MemoryConfig, Settings
 from ..voice_app import VoiceApp
+from .audio_routes import audio_routes
 from .auth import ApiKeyMiddleware
 from .routes import core_routes
 from .voice_engines import SpeechEngines, VoiceConfigError
@@ -328,6 +329,7 @@ def create_app(server: VoiceServer) -> Starlette:
     routes: list[BaseRoute] = [*core_routes(), WebSocketRoute("/v1/voice", native_voice_endpoint)]
     routes += twilio_routes()  # POST /v1/twilio/voice (TwiML), WS /v1/twilio/stream
     routes.append(WebSocketRoute("/v1/realtime", realtime_endpoint))  # OpenAI Realtime (gateway/realtime_ws.py)
+    routes += audio_routes()  # OpenAI-compatible /v1/audio/transcriptions, /v1/audio/speech, /v1/models
     if server.memory is not None:
         try:
             from .memory_routes import memory_routes
