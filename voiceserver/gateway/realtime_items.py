@@ -117,11 +117,12 @@ class Conversation:
     def pending(self, turn_id: str | None) -> list[dict[str, Any]]:
         """Items no response has taken as input yet (the audio item of ``turn_id`` itself left out)."""
         return [item for item in self.items.values() if not item.get("_consumed")
-                and item.get("_turn") != turn_id and item.get("_origin") != "response"]
+                and (turn_id is None or item.get("_turn") != turn_id) and item.get("_origin") != "response"]
 
     def context(self, exclude_turn: str | None) -> list[dict[str, Any]]:
         """The conversation an answerer without memory is given: the items already answered, in order."""
-        return [item for item in self.items.values() if item.get("_consumed") and item.get("_turn") != exclude_turn]
+        return [item for item in self.items.values() if item.get("_consumed")
+                and (exclude_turn is None or item.get("_turn") != exclude_turn)]
 
     def consume(self, items: list[dict[str, Any]]) -> None:
         for item in items:

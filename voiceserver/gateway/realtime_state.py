@@ -201,6 +201,7 @@ class RealtimeConversation:
         if not self.manual:
             self._stopped_since_commit = False
             return [*self._core(), Drive(InputCommit()), Mark("commit")]
+        self._buffer += self._input.flush()  # the resampler's last few samples belong to this commit
         buffered_ms = PCM16_16K.ms_for_bytes(len(self._buffer))
         if buffered_ms < MIN_COMMIT_MS:
             return [self._error("input_audio_buffer_commit_empty", "Error committing input audio buffer: buffer "
