@@ -128,6 +128,10 @@ async def test_ga_text_message_with_text_only_output_and_per_response_instructio
         await conn.response.create(response={"output_modalities": ["text"], "instructions": "Answer in French."})
         events = await until(conn, "response.done")
         rate = await conn.recv()
+        await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                  "content": [{"type": "input_text", "text": "And in German?"}]})
+        await conn.response.create()
+        await until(conn, "response.done")
     assert kinds(added) == ["conversation.item.added", "conversation.item.done"]
     assert added[0].item.content[0].text == "Say hello in French"
     assert "response.output_audio.delta" not in kinds(events, audio=True)
@@ -139,6 +143,10 @@ async def test_ga_text_message_with_text_only_output_and_per_response_instructio
     request = model.requests[0]
     assert request.messages[0].role == "system" and request.messages[0].content == "Answer in French."
     assert request.messages[-1].content == "Say hello in French"
+    # No memory: the conversation's items are the next response's context; the session's instructions are back.
+    assert [(m.role, m.content) for m in model.requests[1].messages] == [
+        ("system", "Be brief."), ("user", "Say hello in French"), ("assistant", "Bonjour. Comment allez-vous?"),
+        ("user", "And in German?")]
 
 
 async def test_ga_function_tool_round_trip_next_to_a_server_tool():
@@ -371,3 +379,48 @@ async def test_api_keys_are_checked_and_every_event_stays_small():
                         if event["type"] == "response.done":
                             break
     assert deltas > 5 and max(sizes) < 64 * 1024  # 500 ms of 24 kHz pcm16 in base64 is 32 KB
+
+
+async def test_ga_server_vad_without_create_response_waits_for_response_create():
+    agent, model = agent_with(REPLY)
+    async with voice_server(agent=agent, stt=ScriptedSTT(["hold on"]), tts=ToneTTS()) as vs, \
+            client_for(vs).realtime.connect(model="gpt-realtime") as conn:
+        await conn.recv()
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": {
+            "type": "server_vad", "create_response": False, "silence_duration_ms": 500}}}})
+        await until(conn, "session.updated")
+        await stream(conn, tone24(600) + silence24(900))
+        heard = await until(conn, "conversation.item.done")
+        await asyncio.sleep(0.5)
+        assert model.calls == 0  # committed and transcribed, not answered
+        await conn.response.create()
+        events = await until(conn, "response.done")
+    assert "input_audio_buffer.committed" in kinds(heard) and heard[-1].item.content[0].transcript == "hold on"
+    assert events[-1].response.status == "completed"
+    assert model.requests[0].messages[-1].content == "hold on"
+
+
+async def test_ga_out_of_band_response_keeps_nothing(tmp_path):
+    memory = Memory(storage=LanceDBStore(str(tmp_path / "memory")), embedder=None,
+                    options={"semantic_recall": {"enabled": False}, "working_memory": {"enabled": False}})
+    agent, model = agent_with("Sure.", "A summary.", memory=memory)
+    async with voice_server(agent=agent, memory=memory) as vs, httpx.AsyncClient(base_url=vs.http_url) as http:
+        query = {"resource": "caller-2", "thread": "oob-1"}
+        async with client_for(vs).realtime.connect(model="gpt-realtime", extra_query=query) as conn:
+            await conn.recv()
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "Hello"}]})
+            await conn.response.create()
+            await until(conn, "response.done")
+            await conn.response.create(response={"conversation": "none", "output_modalities": ["text"],
+                                                 "instructions": "Summarise.", "metadata": {"topic": "summary"}})
+            events = await until(conn, "response.done")
+        stored = (await http.get("/v1/memory/threads/oob-1/messages", params={"resource": "caller-2"})).json()
+    assert "conversation.item.added" not in kinds(events) and "conversation.item.done" not in kinds(events)
+    done = events[-1].response
+    assert done.conversation_id is None and done.metadata == {"topic": "summary"}
+    assert done.output[0].content[0].text == "A summary."
+    assert [(m["role"], m["content"]) for m in stored["messages"]] == [("user", "Hello"), ("assistant", "Sure.")]
+    # The conversation so far is its context (memory is not used, so not written either).
+    assert [(m.role, m.content) for m in model.requests[1].messages] == [
+        ("system", "Summarise."), ("user", "Hello"), ("assistant", "Sure.")]

@@ -436,6 +436,7 @@ class RealtimeConversation:
             self.by_item[response.message["id"]] = response
             actions += [Send(opened[0])]
             if not response.out_of_band:
+                response.message["_consumed"] = True  # the reply is context for what follows, never new input
                 actions += self._add_item(response.message, done=None, origin="response")
             actions += [Send(e) for e in opened[1:]]
         return [*actions, Send(response.text_delta(ev.delta))]
