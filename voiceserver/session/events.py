@@ -180,6 +180,14 @@ class SessionConfig:
     # answered once the reply is over).
     barge_in: bool = True
 
+    LIVE: ClassVar[tuple[str, ...]] = ("vad_aggressiveness", "vad_silence_ms", "vad_prefix_ms", "vad_min_speech_ms",
+                                       "auto_respond", "barge_in")
+
+    def update_live(self, other: SessionConfig) -> None:
+        """Take the settings a running session may change (:class:`UpdateSession`) from ``other``."""
+        for name in self.LIVE:
+            setattr(self, name, getattr(other, name))
+
 
 @dataclass(slots=True)
 class StartSession:

@@ -79,7 +79,6 @@ class Session:
         self._speech_turn_id: str | None = None
         self._carry_audio = b""  # audio of a turn cut short before it answered, joined to the next utterance
         self._waiting: tuple[Turn, asyncio.Task | None] | None = None  # an utterance waiting for a reply to end
-        self._transcribing: asyncio.Task | None = None  # the last transcription of an utterance not answered here
         self._tasks: set[asyncio.Task] = set()
         self._held: Turn | None = None  # a reply paused by a sound that may be an interruption
         self._barge_at_ms: int | None = None  # stream time at which the speech over a paused reply interrupts it
@@ -139,10 +138,15 @@ class Session:
                 turn.playback.report_played(event.played_ms)
         elif isinstance(event, ToolDecision):
             await self._on_tool_decision(event)
-        elif isinstance(event, UpdateSession):
-            self._update(event.config)
-        elif isinstance(event, ClearInput):
-            self._clear_input()
+        elif isinstance(event, UpdateSession | ClearInput):
+            assert self._listener is not None  # the session has started
+            if isinstance(event, UpdateSession):
+                self.ctx.config.update_live(event.config)
+                self._listener.retune(self.ctx.config)  # new VAD values from the next utterance
+            else:
+                self._speculation.cancel()
+                self._carry_audio, self._speech_turn_id = b"", None
+                self._listener.reset()
         else:
             await self.ctx.error("invalid_message", f"unsupported event {type(event).__name__}")
 
@@ -263,7 +267,7 @@ class Session:
                     self._barge_at_ms = None
                     self._spawn(self._check_backchannel(turn, self._speculation.take()))
                 elif not self.config.auto_respond:
-                    self._transcribe_only(turn, self._speculation.take())
+                    self._spawn(self.runner.transcribe_only(turn, self._speculation.take()))
                 elif self._turn is not None and not self._turn.done and not self.config.barge_in:
                     self._wait_for_reply(turn, self._speculation.take())
                 else:
@@ -334,56 +338,23 @@ class Session:
         self._process_segments(self._listener.set_endpoint(silence_ms), self.ctx.now())
 
     def _speech_interrupts(self, turn: Turn) -> bool:
-        """Speech confirmed while a turn runs: a reply is interrupted when ``barge_in``; before the reply, the
-        caller's words are joined to the next utterance only when the session answers utterances itself."""
+        """A reply is interrupted when ``barge_in``; before it, speech joins the next utterance if we answer it."""
         return self.config.barge_in if turn.responding else self.config.auto_respond
 
     def _wait_for_reply(self, turn: Turn, speculative: asyncio.Task | None) -> None:
         """barge_in off: an utterance that ended during a reply waits for it (a second one joins the first)."""
         if self._waiting is not None:
-            first, previous = self._waiting
-            if previous is not None:
-                previous.cancel()
-            first.audio += turn.audio
-            first.last_voiced_at, first.ended_at, first.endpoint_ms = (turn.last_voiced_at, turn.ended_at,
-                                                                      turn.endpoint_ms)
-            return
+            first, guess = self._waiting
+            if guess is not None:
+                guess.cancel()
+            first.join(turn)
+            turn, speculative = first, None
         self._waiting = (turn, speculative)
 
     def _begin_waiting(self) -> None:
         if self._waiting is not None and not self.closed:
             (turn, speculative), self._waiting = self._waiting, None
             self._begin_turn(turn, speculative)
-
-    def _transcribe_only(self, turn: Turn, speculative: asyncio.Task | None) -> None:
-        """auto_respond off: the utterance is transcribed (Transcript events in the order spoken), not answered."""
-        previous = self._transcribing
-
-        async def transcribe() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])
-            await self.runner.transcribe_only(turn, speculative)
-
-        self._transcribing = asyncio.create_task(transcribe(), name=f"transcribe-{turn.id}")
-        self._tasks.add(self._transcribing)
-        self._transcribing.add_done_callback(self._tasks.discard)
-
-    # --- changes while running ------------------------------------------------------------------------------------
-
-    def _update(self, config: SessionConfig) -> None:
-        current = self.ctx.config
-        for name in ("vad_aggressiveness", "vad_silence_ms", "vad_prefix_ms", "vad_min_speech_ms", "auto_respond",
-                     "barge_in"):
-            setattr(current, name, getattr(config, name))
-        if self._listener is not None:
-            self._listener.retune(current)
-
-    def _clear_input(self) -> None:
-        self._speculation.cancel()
-        self._carry_audio = b""
-        self._speech_turn_id = None
-        if self._listener is not None:
-            self._listener.reset()
 
     # --- other input ----------------------------------------------------------------------------------------------
 

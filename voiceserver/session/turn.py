@@ -55,6 +55,11 @@ class Turn:
     outcome: str = "ok"  # ok | interrupted | timeout | an error code
     done: bool = False
 
+    def join(self, later: Turn) -> None:
+        """Another utterance that ended before this one was answered: one turn of both."""
+        self.audio += later.audio
+        self.last_voiced_at, self.ended_at, self.endpoint_ms = later.last_voiced_at, later.ended_at, later.endpoint_ms
+
     @property
     def reply(self) -> str:
         """Everything the reply says (phrases joined); after an interruption, see ``playback.heard_text()``."""
@@ -69,6 +74,7 @@ class TurnRunner:
         self.responder = responder
         self.dialog = dialog
         self.carry_text = ""  # words of a turn cut short after its transcription, joined to the next one
+        self._in_order = asyncio.Lock()  # transcripts of utterances not answered here go out in the order spoken
 
     async def run(self, turn: Turn, speculative: asyncio.Task | None) -> None:
         """The turn task: the body under the turn time limit; failures are reported, never raised."""
@@ -127,7 +133,12 @@ class TurnRunner:
         await self.responder.play(turn, lambda: self.ctx.port.open_turn(request), self.dialog, user_text=text)
 
     async def transcribe_only(self, turn: Turn, speculative: asyncio.Task | None) -> None:
-        """An utterance the session does not answer itself (``auto_respond`` off): send its Transcript only."""
+        """An utterance the session does not answer itself (``auto_respond`` off): send its Transcript only, after
+        those of the utterances before it (the lock is taken in the order the tasks start)."""
+        async with self._in_order:
+            await self._transcript_only(turn, speculative)
+
+    async def _transcript_only(self, turn: Turn, speculative: asyncio.Task | None) -> None:
         ctx = self.ctx
         with log_context(session_id=ctx.id, turn_id=turn.id):
             result: Any = None
