@@ -236,6 +236,8 @@ class TwilioConfig(_Section):
                                                 "webhook URL's ?agent= wins")
     max_log_per_code: int = Field(20, ge=0, le=10000,
                                   description="bad stream messages logged per call and code (all are counted)")
+
+
 class OpenAIEndpointsConfig(_Section):
     """The OpenAI-compatible endpoints this server offers: ws /v1/realtime and the audio REST API."""
 
