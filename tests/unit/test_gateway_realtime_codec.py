@@ -135,6 +135,7 @@ def test_beta_session_update_uses_the_flat_names():
     ({"tools": [{"name": "a"}, {"name": "a"}]}, "ga", "session.tools[1].name", "invalid_value"),
     ({"tools": [{"type": "mcp", "server_label": "x"}]}, "ga", "session.tools[0].type", "invalid_value"),
     ({"tool_choice": {"type": "mcp"}}, "ga", "session.tool_choice", "invalid_value"),
+    ({"tool_choice": {"type": "function", "name": "undeclared"}}, "ga", "session.tool_choice", "invalid_value"),
     ({"turn_detection": {"threshold": 2}}, "beta", "session.turn_detection.threshold", "invalid_value"),
     ({"turn_detection": {"silence_duration_ms": 50}}, "beta", "session.turn_detection.silence_duration_ms",
      "invalid_value"),

@@ -238,3 +238,18 @@ def test_stt_failure_of_an_utterance_is_a_transcription_failed_event():
     assert sent(actions) == ["error", "conversation.item.input_audio_transcription.failed",
                              "conversation.item.done"]
     assert actions[0].event["error"]["type"] == "server_error"
+
+
+def test_an_audio_item_is_transcribed_and_a_response_waits_for_it():
+    m = mapper(transcription={"model": "whisper"})
+    item = {"type": "message", "role": "user", "object": "realtime.item", "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None, "_audio": pcm24(300)}]}
+    created = m.on_client(codec.ItemCreate(None, item), 0.0)
+    assert sent(created) == ["conversation.item.added"]  # .done follows its transcription
+    transcribe = [a for a in created if isinstance(a, Transcribe)][0]
+    assert abs(len(transcribe.audio) - 16 * 300 * 2) <= 4 and "_audio" not in created[0].event["item"]["content"][0]
+    waiting = m.on_client(codec.ResponseCreate(None, ResponseParams()), 0.0)
+    assert driven(waiting) == []
+    failed = m.on_transcribed(transcribe.item_id, None, ("stt_unavailable", "down"))
+    assert sent(failed) == ["conversation.item.input_audio_transcription.failed", "conversation.item.done"]
+    assert isinstance(driven(failed)[-1], InputText)  # the response goes on without those words

@@ -269,7 +269,13 @@ def apply_session(settings: RealtimeSettings, session: Any, dialect: Dialect, li
         out.tools = parse_tools(session["tools"], "session.tools", limits)
     if "tool_choice" in session:
         out.tool_choice = parse_tool_choice(session["tool_choice"], "session.tool_choice")
+    _check_choice(out.tool_choice, out.tools, "session.tool_choice")
     return out
+
+
+def _check_choice(choice: str | None, tools: list[FunctionTool], param: str) -> None:
+    if choice is not None and choice not in TOOL_CHOICES and choice not in {t.name for t in tools}:
+        raise ShapeError(f"Invalid '{param}': no function named {choice!r} is declared.", param)
 
 
 def render_session(settings: RealtimeSettings, dialect: Dialect, session_id: str) -> dict[str, Any]:
@@ -450,6 +456,8 @@ def parse_response(value: Any, dialect: Dialect, limits: Limits) -> ResponsePara
         params.tools = parse_tools(obj["tools"], "response.tools", limits)
     if "tool_choice" in obj:
         params.tool_choice = parse_tool_choice(obj["tool_choice"], "response.tool_choice")
+        if params.tools is not None:
+            _check_choice(params.tool_choice, params.tools, "response.tool_choice")
     conversation = obj.get("conversation", "auto")
     if conversation not in ("auto", "none"):
         raise ShapeError("Invalid 'response.conversation': 'auto' or 'none'.", "response.conversation")
