@@ -253,3 +253,14 @@ def test_an_audio_item_is_transcribed_and_a_response_waits_for_it():
     failed = m.on_transcribed(transcribe.item_id, None, ("stt_unavailable", "down"))
     assert sent(failed) == ["conversation.item.input_audio_transcription.failed", "conversation.item.done"]
     assert isinstance(driven(failed)[-1], InputText)  # the response goes on without those words
+
+
+def test_a_response_the_session_refuses_ends_failed():
+    m = mapper()
+    m.on_client(text_item("x"), 0.0)
+    m.on_client(codec.ResponseCreate(None, ResponseParams()), 0.0)
+    actions = m.on_session(ErrorEvent("text_too_long", "input.text is too long"), 0.0)
+    done = [a.event for a in actions if a.event["type"] == "response.done"][0]["response"]
+    assert sent(actions)[0] == "error" and done["status"] == "failed"
+    assert done["status_details"]["error"]["code"] == "text_too_long"
+    assert m.requested is None and m.active is None  # a new response may be asked for

@@ -229,7 +229,7 @@ class RealtimeAnswerer(AgentAdapter):
 
     async def _actions(self, run: Any, turn_id: str | None, client_names: frozenset[str]) -> AsyncIterator[Any]:
         """The run's chunks as speech actions; client function calls and the finish noted for the gateway."""
-        notes = self.state.note(turn_id)
+        notes = self.state.notes.for_turn(turn_id)
         known = frozenset(self._base.workflows)
         async for chunk in run:
             payload = chunk.payload or {}

@@ -112,6 +112,18 @@ class TurnNotes:
     usage: dict[str, Any] = field(default_factory=dict)
 
 
+class TurnLedger(dict[str, TurnNotes]):
+    """The answerer's notes by turn id, kept until the turn's response is done (the last 32 at most)."""
+
+    def for_turn(self, turn_id: str | None) -> TurnNotes:
+        key = turn_id or ""
+        if key not in self:
+            if len(self) >= 32:
+                self.pop(next(iter(self)))
+            self[key] = TurnNotes()
+        return self[key]
+
+
 class RealtimeConversation:
     """See the module notes. ``now`` values are the session clock (for the arrival of audio)."""
 
@@ -131,7 +143,7 @@ class RealtimeConversation:
         self.requested: RealtimeResponse | None = None  # asked for, not yet bound to a session turn
         self.waiting: RealtimeResponse | None = None  # asked for, waiting for transcriptions
         self.port_requests: deque[RealtimeResponse] = deque(maxlen=4)  # what the answerer reads at open_turn
-        self.notes: dict[str, TurnNotes] = {}
+        self.notes = TurnLedger()
         self.transcribing: set[str] = set()
         self.core_started = False
         self._buffer = bytearray()  # manual turn-taking: 16 kHz pcm16 not committed yet
@@ -245,8 +257,7 @@ class RealtimeConversation:
         item = self.conversation.get(ev.item_id)
         response = self.by_item.get(ev.item_id)
         if item is None:
-            return [self._error("item_not_found", f"Item with item_id not found: {ev.item_id}", "item_id",
-                                ev.event_id)]
+            return [self._missing(ev.item_id, ev.event_id)]
         content = item.get("content") or []
         if response is None or ev.content_index >= len(content) or content[ev.content_index]["type"] != \
                 "output_audio":
@@ -266,15 +277,13 @@ class RealtimeConversation:
 
     def _on_ItemDelete(self, ev: codec.ItemDelete, now: float) -> list[Any]:
         if not self.conversation.remove(ev.item_id):
-            return [self._error("item_not_found", f"Item with item_id not found: {ev.item_id}", "item_id",
-                                ev.event_id)]
+            return [self._missing(ev.item_id, ev.event_id)]
         return [Send({"type": "conversation.item.deleted", "item_id": ev.item_id})]
 
     def _on_ItemRetrieve(self, ev: codec.ItemRetrieve, now: float) -> list[Any]:
         item = self.conversation.get(ev.item_id)
         if item is None:
-            return [self._error("item_not_found", f"Item with item_id not found: {ev.item_id}", "item_id",
-                                ev.event_id)]
+            return [self._missing(ev.item_id, ev.event_id)]
         return [Send({"type": "conversation.item.retrieved", "item": render_item(item, self.dialect)})]
 
     def _on_ResponseCreate(self, ev: codec.ResponseCreate, now: float) -> list[Any]:
@@ -332,15 +341,6 @@ class RealtimeConversation:
             item = self.conversation.get(self.turn_items.get(turn_id, ""))
             if item is not None:
                 item["_consumed"] = True
-
-    def note(self, turn_id: str | None) -> TurnNotes:
-        """The answerer's notes on a turn (kept until its response is done)."""
-        key = turn_id or ""
-        if key not in self.notes:
-            if len(self.notes) > 32:
-                self.notes.pop(next(iter(self.notes)))
-            self.notes[key] = TurnNotes()
-        return self.notes[key]
 
     # --- transcriptions outside a turn ----------------------------------------------------------------------
 
@@ -443,9 +443,7 @@ class RealtimeConversation:
 
     def _from_ResponseAudio(self, ev: ResponseAudio, now: float) -> list[Any]:
         response = self.responses.get(ev.turn_id)
-        if response is None:
-            return []
-        return [Send(e) for e in response.audio(ev.chunk.audio, ev.phrase_index, now)]
+        return [Send(e) for e in response.audio(ev.chunk.audio, ev.phrase_index, now)] if response else []
 
     def _from_ResponseCancelled(self, ev: ResponseCancelled, now: float) -> list[Any]:
         response = self.responses.get(ev.turn_id)
@@ -455,13 +453,17 @@ class RealtimeConversation:
 
     def _from_ResponseDone(self, ev: ResponseDone, now: float) -> list[Any]:
         response = self.responses.get(ev.turn_id)
-        if response is None or response.status != "in_progress":
-            return []
-        return self._done(response, interrupted=ev.interrupted)
+        in_progress = response is not None and response.status == "in_progress"
+        return self._done(response, interrupted=ev.interrupted) if in_progress else []
 
     def _from_ErrorEvent(self, ev: ErrorEvent, now: float) -> list[Any]:
         kind = "invalid_request_error" if ev.code in CLIENT_ERROR_CODES else "server_error"
         actions: list[Any] = [Send(codec.error_event(ev.code, ev.message, kind=kind))]
+        requested = self.requested
+        if requested is not None and requested is not self.waiting and ev.turn_id is None and \
+                ev.code in ("text_too_long", "empty_text"):  # the session refused the turn this response asked for
+            requested.error = {"type": kind, "code": ev.code, "message": ev.message}
+            return actions + self._done(requested, interrupted=False)
         response = self.responses.get(ev.turn_id or "")
         if response is not None and response.status == "in_progress":
             response.error = {"type": kind, "code": ev.code, "message": ev.message}
@@ -514,6 +516,9 @@ class RealtimeConversation:
         if done:
             actions.append(Send({"type": "conversation.item.done", "item": rendered, "previous_item_id": previous}))
         return actions
+
+    def _missing(self, item_id: str, event_id: str | None) -> Send:
+        return self._error("item_not_found", f"Item with item_id not found: {item_id}", "item_id", event_id)
 
     def _error(self, code: str, message: str, param: str | None = None, event_id: str | None = None) -> Send:
         return Send(codec.error_event(code, message, param=param, event_id=event_id))

@@ -76,11 +76,11 @@ def _voice_name(tts: Any) -> str:
     return getattr(engine, "voice", None) or "alloy"
 
 
-def limits_from(config: Any) -> RealtimeLimits:
+def limits_from(config: Any, max_text_chars: int) -> RealtimeLimits:
     return RealtimeLimits(max_tools=config.realtime_max_tools,
                           max_instructions_chars=config.realtime_max_instructions_chars,
                           max_buffer_ms=int(config.realtime_max_buffer_s * 1000), max_items=config.realtime_max_items,
-                          audio_delta_ms=config.realtime_audio_delta_ms)
+                          audio_delta_ms=config.realtime_audio_delta_ms, max_trigger_chars=max_text_chars)
 
 
 async def realtime_endpoint(ws: WebSocket) -> None:
@@ -110,8 +110,9 @@ async def realtime_endpoint(ws: WebSocket) -> None:
             instructions = await base.agent.resolve_instructions()
     settings = RealtimeSettings(model=model, instructions=instructions, voice=_voice_name(hub.deps.tts),
                                 transcription={"model": hub.deps.stt.provider})
-    state = RealtimeConversation(dialect=dialect, settings=settings, limits=limits_from(config),
-                                 session_id=new_id("sess"), identity=identity)
+    limits = limits_from(config, hub.deps.limits.max_text_chars)
+    state = RealtimeConversation(dialect=dialect, settings=settings, limits=limits, session_id=new_id("sess"),
+                                 identity=identity)
     port: Any = base
     if isinstance(base, AgentAdapter):
         port = RealtimeAnswerer(base.agent, key=identity.agent, state=state, server_tts=hub.deps.tts,
