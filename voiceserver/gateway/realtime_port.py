@@ -309,7 +309,7 @@ class RealtimeAnswerer(AgentAdapter):
                       agents=base.agents, workflows=base.workflows, memory=base.memory, voice=base._voice,
                       default_options=base.default_options, model_registry=base.model_registry, storage=base.storage,
                       input_processors=base.input_processors, output_processors=base.output_processors,
-                      max_parallel_tools=base.max_parallel_tools)
+                      max_parallel_tools=base.max_parallel_tools, prompt_budget_tokens=base.prompt_budget_tokens)
         self._agents[key] = (agent, frozenset(t.name for t in tools))
         while len(self._agents) > MAX_AGENTS:
             self._agents.popitem(last=False)
