@@ -125,7 +125,8 @@ async def test_ga_text_message_with_text_only_output_and_per_response_instructio
         await conn.conversation.item.create(item={"type": "message", "role": "user",
                                                   "content": [{"type": "input_text", "text": "Say hello in French"}]})
         added = await until(conn, "conversation.item.done")
-        await conn.response.create(response={"output_modalities": ["text"], "instructions": "Answer in French."})
+        await conn.response.create(response={"output_modalities": ["text"], "instructions": "Answer in French.",
+                                             "max_output_tokens": 50})
         events = await until(conn, "response.done")
         rate = await conn.recv()
         await conn.conversation.item.create(item={"type": "message", "role": "user",
@@ -142,7 +143,7 @@ async def test_ga_text_message_with_text_only_output_and_per_response_instructio
     assert rate.type == "rate_limits.updated"
     request = model.requests[0]
     assert request.messages[0].role == "system" and request.messages[0].content == "Answer in French."
-    assert request.messages[-1].content == "Say hello in French"
+    assert request.messages[-1].content == "Say hello in French" and request.max_tokens == 50
     # No memory: the conversation's items are the next response's context; the session's instructions are back.
     assert [(m.role, m.content) for m in model.requests[1].messages] == [
         ("system", "Be brief."), ("user", "Say hello in French"), ("assistant", "Bonjour. Comment allez-vous?"),

@@ -264,3 +264,22 @@ def test_a_response_the_session_refuses_ends_failed():
     assert sent(actions)[0] == "error" and done["status"] == "failed"
     assert done["status_details"]["error"]["code"] == "text_too_long"
     assert m.requested is None and m.active is None  # a new response may be asked for
+
+
+def test_a_reply_cut_at_its_token_cap_is_incomplete_with_its_usage():
+    m = mapper()
+    m.on_client(text_item("x"), 0.0)
+    m.on_client(codec.ResponseCreate(None, ResponseParams(max_output_tokens=5)), 0.0)
+    m.on_session(ResponseStarted("t1"), 0.0)
+    m.on_session(ResponseTextDelta("t1", "One two three"), 0.0)
+    notes = m.notes.for_turn("t1")  # what the answerer writes while it reads the run
+    notes.finish_reason, notes.usage = "length", {"prompt_tokens": 40, "completion_tokens": 5, "cached_tokens": 32}
+    actions = m.on_session(ResponseDone("t1", "One two three"), 0.0)
+    done = [a.event for a in actions if a.event["type"] == "response.done"][0]["response"]
+    assert done["status"] == "incomplete" and done["status_details"] == {"type": "incomplete",
+                                                                       "reason": "max_output_tokens"}
+    assert done["usage"]["input_tokens"] == 40 and done["usage"]["output_tokens"] == 5
+    assert done["usage"]["input_token_details"]["cached_tokens"] == 32 and done["max_output_tokens"] == 5
+    rate = [a.event for a in actions if a.event["type"] == "rate_limits.updated"][0]
+    assert rate["rate_limits"] == [{"name": "tokens", "limit": 5, "remaining": 0, "reset_seconds": 0.0}]
+    assert "t1" not in m.notes
