@@ -283,3 +283,23 @@ def test_a_reply_cut_at_its_token_cap_is_incomplete_with_its_usage():
     rate = [a.event for a in actions if a.event["type"] == "rate_limits.updated"][0]
     assert rate["rate_limits"] == [{"name": "tokens", "limit": 5, "remaining": 0, "reset_seconds": 0.0}]
     assert "t1" not in m.notes
+
+
+def test_a_cancel_before_the_turn_started_cancels_it_as_soon_as_it_starts():
+    m = mapper()
+    m.on_client(text_item("x"), 0.0)
+    m.on_client(codec.ResponseCreate(None, ResponseParams()), 0.0)
+    assert m.on_client(codec.ResponseCancel(None), 0.0) == []  # nothing to cancel in the session yet
+    started = m.on_session(ResponseStarted("t1"), 0.0)
+    assert driven(started) == [CancelResponse()]
+    m.on_session(ResponseCancelled("t1", "", "client_cancel"), 0.0)
+    done = m.on_session(ResponseDone("t1", "", interrupted=True), 0.0)
+    response = [a.event for a in done if a.event["type"] == "response.done"][0]["response"]
+    assert response["status"] == "cancelled" and response["status_details"]["reason"] == "client_cancelled"
+    waiting = mapper(turn_detection=None)
+    waiting.on_client(codec.AudioAppend(None, pcm24(300)), 0.0)
+    waiting.on_client(codec.AudioCommit(None), 0.0)
+    waiting.on_client(codec.ResponseCreate(None, ResponseParams()), 0.0)
+    cancelled = waiting.on_client(codec.ResponseCancel(None), 0.0)
+    assert sent(cancelled)[-2:] == ["response.done", "rate_limits.updated"] and driven(cancelled) == []
+    assert waiting.waiting is None and waiting.requested is None

@@ -40,6 +40,7 @@ class RealtimeResponse:
     timeline: PlaybackTracker = field(default_factory=PlaybackTracker)
     phrase_index: int = -1
     cancel_reason: str | None = None
+    cancel_requested: bool = False  # cancelled before its session turn had started
     error: dict[str, Any] | None = None
     finish_reason: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
@@ -208,3 +209,14 @@ class RealtimeResponse:
         return {"type": "rate_limits.updated",
                 "rate_limits": [{"name": "tokens", "limit": cap, "remaining": max(cap - used, 0),
                                  "reset_seconds": 0.0}]}
+
+
+def truncate_problem(item: dict[str, Any], response: RealtimeResponse | None, content_index: int,
+                     audio_end_ms: int) -> tuple[str, str] | None:
+    """Why ``conversation.item.truncate`` cannot apply to ``item`` (message, param), or None."""
+    content = item.get("content") or []
+    if response is None or content_index >= len(content) or content[content_index]["type"] != "output_audio":
+        return "Only the audio of an assistant message can be truncated.", "content_index"
+    if audio_end_ms > response.audio_ms + 1:
+        return f"Audio content of {response.audio_ms:.0f}ms is shorter than {audio_end_ms}ms.", "audio_end_ms"
+    return None

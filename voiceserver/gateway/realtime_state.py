@@ -50,7 +50,7 @@ from ..session.events import (
 )
 from . import realtime_codec as codec
 from .realtime_items import Conversation, Identity, core_config, transcript_events, user_audio_item
-from .realtime_response import RealtimeResponse
+from .realtime_response import RealtimeResponse, truncate_problem
 from .realtime_shapes import (
     Dialect,
     Limits,
@@ -66,6 +66,11 @@ from .realtime_shapes import (
 TRIGGER = "(the client asked for a response)"  # typed input of a response with no new words
 MIN_COMMIT_MS = 100
 CLIENT_ERROR_CODES = ("text_too_long", "empty_text", "invalid_message", "invalid_json", "unknown_type")
+
+
+def _too_small(buffered_ms: float) -> str:
+    return (f"Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms of audio, "
+            f"but buffer only has {buffered_ms:.2f}ms of audio.")
 
 
 @dataclass(slots=True)
@@ -216,9 +221,7 @@ class RealtimeConversation:
         self._buffer += self._input.flush()  # the resampler's last few samples belong to this commit
         buffered_ms = PCM16_16K.ms_for_bytes(len(self._buffer))
         if buffered_ms < MIN_COMMIT_MS:
-            return [self._error("input_audio_buffer_commit_empty", "Error committing input audio buffer: buffer "
-                                f"too small. Expected at least {MIN_COMMIT_MS}ms of audio, but buffer only has "
-                                f"{buffered_ms:.2f}ms of audio.", None, ev.event_id)]
+            return [self._error("input_audio_buffer_commit_empty", _too_small(buffered_ms), None, ev.event_id)]
         audio = bytes(self._buffer)
         self._buffer.clear()
         item = user_audio_item(new_id("item"))
@@ -254,18 +257,13 @@ class RealtimeConversation:
         return actions
 
     def _on_ItemTruncate(self, ev: codec.ItemTruncate, now: float) -> list[Any]:
-        item = self.conversation.get(ev.item_id)
-        response = self.by_item.get(ev.item_id)
+        item, response = self.conversation.get(ev.item_id), self.by_item.get(ev.item_id)
         if item is None:
             return [self._missing(ev.item_id, ev.event_id)]
-        content = item.get("content") or []
-        if response is None or ev.content_index >= len(content) or content[ev.content_index]["type"] != \
-                "output_audio":
-            return [self._error("invalid_value", "Only the audio of an assistant message can be truncated.",
-                                "content_index", ev.event_id)]
-        if ev.audio_end_ms > response.audio_ms + 1:
-            return [self._error("invalid_value", f"Audio content of {response.audio_ms:.0f}ms is shorter than "
-                                f"{ev.audio_end_ms}ms.", "audio_end_ms", ev.event_id)]
+        problem = truncate_problem(item, response, ev.content_index, ev.audio_end_ms)
+        if problem is not None or response is None:
+            message, param = problem or ("", None)
+            return [self._error("invalid_value", message, param, ev.event_id)]
         heard = response.heard_at(ev.audio_end_ms)
         actions: list[Any] = []
         if response is self.active and response.turn_id is not None:
@@ -305,16 +303,23 @@ class RealtimeConversation:
         if target is None or (ev.response_id is not None and ev.response_id != target.id):
             return [self._error("response_cancel_not_active", "Cancellation failed: no active response found.",
                                 None, ev.event_id)]
-        if target is self.waiting:
-            self.waiting = self.requested = None
-            target.cancel_reason = "client_cancelled"
-            return self._done(target, interrupted=True)
-        return [Drive(CancelResponse())]
+        return self._cancel(target)
 
     def _on_OutputAudioClear(self, ev: codec.OutputAudioClear, now: float) -> list[Any]:
         target = self.active or self.requested
-        drive = [Drive(CancelResponse())] if target is not None else []
-        return [*drive, Send({"type": "output_audio_buffer.cleared", "response_id": target.id if target else None})]
+        cancel = self._cancel(target) if target is not None else []
+        return [*cancel, Send({"type": "output_audio_buffer.cleared",
+                               "response_id": target.id if target else None})]
+
+    def _cancel(self, target: RealtimeResponse) -> list[Any]:
+        target.cancel_reason = "client_cancelled"
+        if target is self.waiting:  # it never started
+            self.waiting = self.requested = None
+            return self._done(target, interrupted=True)
+        if target.turn_id is None:  # its turn is starting: cancelled once the session says it started
+            target.cancel_requested = True
+            return []
+        return [Drive(CancelResponse())]
 
     # --- responses asked for ------------------------------------------------------------------------------------
 
@@ -423,7 +428,7 @@ class RealtimeConversation:
             old = self.responses.pop(next(iter(self.responses)))
             for item in old.output:
                 self.by_item.pop(item["id"], None)
-        return actions
+        return actions + ([Drive(CancelResponse())] if response.cancel_requested else [])
 
     def _from_ResponseTextDelta(self, ev: ResponseTextDelta, now: float) -> list[Any]:
         response = self.responses.get(ev.turn_id)
