@@ -43,6 +43,7 @@ log = get_logger("GATEWAY")
 RESPOND_NOW = "Continue the conversation: respond to the user now."
 MAX_AGENTS = 8  # derived agents kept per connection (one per distinct set of client tools)
 MAX_STREAMS = 16  # finished turns whose memory a later truncate may still correct
+MAX_WAITING_CALLS = 64  # client function calls waiting for their output
 
 
 class SilentVoice(TextToSpeech):
@@ -237,6 +238,8 @@ class RealtimeAnswerer(AgentAdapter):
                 call_id = str(payload.get("tool_call_id"))
                 if call_id not in self._waiting_calls:
                     self._waiting_calls[call_id] = chunk.run_id
+                    while len(self._waiting_calls) > MAX_WAITING_CALLS:  # outputs never sent: forget the oldest
+                        self._waiting_calls.pop(next(iter(self._waiting_calls)))
                     notes.function_calls.append({"call_id": call_id, "name": payload["tool_name"],
                                                  "arguments": json.dumps(payload.get("args") or {})})
                 continue
@@ -264,14 +267,23 @@ class RealtimeAnswerer(AgentAdapter):
 
     async def decide_tool_call(self, approval: PendingApproval, *, approve: bool, reason: str | None,
                                request: TurnRequest) -> Any:
+        self._answered_by_dialog(request)
         stream = await super().decide_tool_call(approval, approve=approve, reason=reason, request=request)
         self._keep(request.turn_id, stream)
         return stream
 
     async def resume_workflow(self, question: PendingWorkflow, answer: str, request: TurnRequest) -> Any:
+        self._answered_by_dialog(request)
         stream = await super().resume_workflow(question, answer, request)
         self._keep(request.turn_id, stream)
         return stream
+
+    def _answered_by_dialog(self, request: TurnRequest) -> None:
+        """The caller's words answered a pending approval or workflow question: the response asked for (if any) is
+        this one, and the items it had as input are taken."""
+        state = self.state
+        response = state.port_requests.popleft() if state.port_requests else None
+        state.consume(state.conversation.pending(request.turn_id), request.turn_id if response is None else None)
 
     async def replace_heard(self, turn_id: str, heard_text: str) -> None:
         """A truncate after the reply ended: memory keeps exactly ``heard_text`` of it."""
