@@ -108,7 +108,9 @@ async def realtime_endpoint(ws: WebSocket) -> None:
     if isinstance(base, AgentAdapter):
         with contextlib.suppress(Exception):  # dynamic instructions that need a run context: report none
             instructions = await base.agent.resolve_instructions()
-    settings = RealtimeSettings(model=model, instructions=instructions, voice=_voice_name(hub.deps.tts),
+    own = base.voice()  # the agent's own voice, when it has one
+    voice = own.speaker if own is not None and own.speaker else _voice_name(own.tts if own else hub.deps.tts)
+    settings = RealtimeSettings(model=model, instructions=instructions, voice=voice,
                                 transcription={"model": hub.deps.stt.provider})
     limits = limits_from(config, hub.deps.limits.max_text_chars)
     state = RealtimeConversation(dialect=dialect, settings=settings, limits=limits, session_id=new_id("sess"),
