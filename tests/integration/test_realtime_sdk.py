@@ -425,3 +425,28 @@ async def test_ga_out_of_band_response_keeps_nothing(tmp_path):
     # The conversation so far is its context (memory is not used, so not written either).
     assert [(m.role, m.content) for m in model.requests[1].messages] == [
         ("system", "Summarise."), ("user", "Hello"), ("assistant", "Sure.")]
+
+
+async def test_an_event_over_the_limit_closes_with_1009_and_a_full_server_refuses_with_1013():
+    import websockets
+
+    agent, _ = agent_with(REPLY)
+    settings = Settings(limits={"max_sessions": 1}, openai_endpoints={"realtime_max_event_bytes": 4096})
+    async with voice_server(agent=agent, settings=settings) as vs:
+        url = vs.running.ws_url + "/v1/realtime?model=gpt-realtime"
+        async with client_for(vs).realtime.connect(model="gpt-realtime") as conn:
+            await conn.recv()
+            async with websockets.connect(url) as refused:  # the one session slot is taken
+                error = json.loads(await refused.recv())
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await refused.recv()
+            assert error["error"]["code"] == "server_full" and closed.value.rcvd.code == 1013
+            await conn.send_raw(json.dumps({"type": "input_audio_buffer.append",
+                                            "audio": base64.b64encode(bytes(6000)).decode()}))
+            too_big = await conn.recv()
+            assert too_big.error.code == "event_too_large"
+            with pytest.raises(websockets.ConnectionClosedError) as gone:  # the server closed the connection
+                await asyncio.wait_for(conn.recv(), 10)
+            assert gone.value.rcvd.code == 1009
+        async with websockets.connect(url) as again:  # the slot is free again
+            assert json.loads(await again.recv())["type"] == "session.created"
