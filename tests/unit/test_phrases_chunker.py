@@ -237,3 +237,11 @@ def test_regression_trailing_space_that_becomes_a_newline():
     by_char = PhraseChunker(**kwargs)
     streamed = [p for ch in text for p in by_char.feed(ch)] + by_char.flush()
     assert streamed == chunk(text, **kwargs) == ["aaaa- bold", "aa"]
+
+
+def test_regression_a_terminator_run_past_the_limit_is_cut():
+    """Found by hypothesis: "aae.g.e.g..." with max_chars 10 came out as one 12-character phrase."""
+    for step in (1, 3, 100):
+        phrases = chunk("aae.g.e.g...", step=step, max_chars=10)
+        # The trailing ".." has no letters: the one thing the chunker may drop.
+        assert phrases == ["aae.g.e.g."]

@@ -209,7 +209,12 @@ class AgentRun:
         await self.emit("context", plan.report.payload())
 
     def _window_key(self) -> Hashable | None:
-        return self.opts.memory if self.memory is not None and self.opts.memory is not None else None
+        """The prompt window's key: the thread, and the conversation within it when the caller names one (a voice
+        session passes its id, so each call starts its own window)."""
+        if self.memory is None or self.opts.memory is None:
+            return None
+        conversation = self.opts.context.get("conversation_id")
+        return (*self.opts.memory, conversation) if isinstance(conversation, str) else self.opts.memory
 
     def _tools_for_run(self) -> dict[str, Tool]:
         tools = dict(self.services.offered_tools)

@@ -95,6 +95,10 @@ class AgentAdapter:
             run = agent.network(request.text, memory=memory, context={"resource_id": request.resource})
             return ActionStream(self._network_actions(run), run, records=True)
         context: dict[str, Any] = {"resource_id": request.resource}
+        if request.session_id is not None:
+            # A new call starts a new prompt window (and shows working memory as it is now), even in a thread
+            # that spans several calls (a phone number's thread).
+            context["conversation_id"] = request.session_id
         if request.on_workflow_event is not None:
             context["workflow_observer"] = _observer(request.on_workflow_event)
         settings = {"max_tokens": request.max_tokens} if request.max_tokens else None

@@ -38,6 +38,7 @@ class TurnRequest:
     # Progress of workflows a tool starts during the turn: (run_id, event) for the caller's client.
     on_workflow_event: Callable[[str, dict[str, Any]], None] | None = None
     turn_id: str | None = None  # the turn this answers (its events carry it), for answerers that report per turn
+    session_id: str | None = None  # the call this turn belongs to (a thread may span several calls)
 
 
 @dataclass(slots=True)

@@ -85,7 +85,7 @@ class SessionContext:
         return TurnRequest(text=text, resource=self.config.resource, thread=self.config.thread,
                            history=() if self.remembers else tuple(self.history), long_form=long_form,
                            max_tokens=max_tokens or None, on_workflow_event=self.forward_workflow_event,
-                           turn_id=turn_id)
+                           turn_id=turn_id, session_id=self.id)
 
     # --- outbound ----------------------------------------------------------------------------------------------
 

@@ -211,6 +211,11 @@ class PhraseChunker:
                 end = i
                 while end < n and (buf[end] in _TERMINATORS or buf[end] in _CLOSERS):
                     end += 1
+                if end > limit + 1:
+                    # A run of terminators reaching past the limit ("e.g.e.g..."): cut it as a long phrase. More text
+                    # can only make the run longer, so this does not depend on how the text was split.
+                    cut = self._long_cut(limit)
+                    return self._find_cut(final) if cut is None else cut
                 if end >= n:
                     return None  # cannot tell yet whether "3." is "3.14"
                 if buf[end] not in " \n" or not _speakable(buf[:end]):
