@@ -11,6 +11,7 @@ separating nested fields (``VOICESERVER_STT__THREADS=2``).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -258,6 +259,37 @@ class OpenAIEndpointsConfig(_Section):
     max_speech_chars: int = Field(4096, ge=1, le=100_000, description="longest input of /v1/audio/speech")
 
 
+class IceServerConfig(_Section):
+    """One STUN or TURN server for WebRTC (the browser gets the same list from ``GET /v1/webrtc/config``)."""
+
+    urls: str | list[str] = Field(description="stun:host:port, turn:host:port?transport=udp|tcp, turns:host:port")
+    username: str | None = Field(None, description="TURN user name")
+    credential: SecretStr | None = Field(None, description="TURN password")
+
+    @field_validator("urls")
+    @classmethod
+    def _ice_urls(cls, value: str | list[str]) -> str | list[str]:
+        for url in [value] if isinstance(value, str) else value:
+            if not re.fullmatch(r"(stuns?|turns?):[^\s?]+(\?transport=(udp|tcp))?", url):
+                raise ValueError(f"ICE server url {url!r} must look like stun:host:port or turn:host:port")
+        return value
+
+
+class WebRtcConfig(_Section):
+    """The WebRTC gateway (``POST /v1/webrtc/offer``): ICE servers and every limit of a peer."""
+
+    enabled: bool = Field(True, description="serve /v1/webrtc/* (needs the webrtc extra: aiortc)")
+    ice_servers: list[IceServerConfig] = Field(
+        default_factory=list, description="STUN/TURN servers; empty: host candidates only (a LAN or this machine)")
+    ice_timeout_s: float = Field(15.0, gt=0, le=300, description="a peer not connected this long after its offer "
+                                                                  "is closed")
+    peer_timeout_s: float = Field(5.0, gt=0, le=300, description="a connected peer that sends no audio and no "
+                                                                  "event this long has vanished: its session ends")
+    max_offer_bytes: int = Field(65536, ge=1024, le=1 << 20, description="largest offer body accepted")
+    playback_buffer_ms: int = Field(3000, ge=200, le=60000, description="reply audio the outbound track may hold; "
+                                                                         "more waits (must exceed turn.output_lead_ms)")
+
+
 class Settings(BaseSettings):
     """Everything the server reads from its environment, in one validated object."""
 
@@ -298,6 +330,7 @@ class Settings(BaseSettings):
     turn: TurnConfig = Field(default_factory=TurnConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     openai_endpoints: OpenAIEndpointsConfig = Field(default_factory=OpenAIEndpointsConfig)
+    webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -345,7 +378,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, so the logger can scrub them."""
         values = [self.openai_api_key, self.google_ai_api_key, self.llm.openai_compatible_api_key, *self.api_keys,
-                  self.twilio.auth_token]
+                  self.twilio.auth_token, *(server.credential for server in self.webrtc.ice_servers)]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         found += [v for k, v in self.lancedb_storage_options.items()
                   if any(word in k.lower() for word in ("key", "secret", "token", "password")) and v]

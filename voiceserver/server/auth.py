@@ -10,6 +10,10 @@ import hmac
 import json
 from typing import Any
 
+# Endpoints that check credentials themselves through the session hub (like the voice WebSocket): WebRTC signalling
+# also accepts the body's "token", which this middleware cannot see.
+SELF_AUTHENTICATING = ("/v1/webrtc/",)
+
 
 def key_matches(presented: str | None, keys: list[str]) -> bool:
     """True when ``presented`` equals one of ``keys`` (constant-time comparison)."""
@@ -38,8 +42,9 @@ class ApiKeyMiddleware:
         return key_matches(presented, self.keys)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if (scope["type"] == "http" and self.keys and scope.get("path", "").startswith("/v1/")
-                and not self._authorized(scope)):
+        path = scope.get("path", "")
+        if (scope["type"] == "http" and self.keys and path.startswith("/v1/")
+                and not path.startswith(SELF_AUTHENTICATING) and not self._authorized(scope)):
             body = json.dumps({"error": {"code": "unauthorized", "message": "missing or invalid API key"}}).encode()
             await send({"type": "http.response.start", "status": 401,
                         "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})

@@ -23,6 +23,7 @@ from ..gateway.hub import SessionHub
 from ..gateway.native_ws import native_voice_endpoint
 from ..gateway.realtime_ws import realtime_endpoint
 from ..gateway.twilio import twilio_routes
+from ..gateway.webrtc import webrtc_routes
 from ..logs import get_logger
 from ..metrics import Metrics
 from ..model_files import require_models
@@ -330,6 +331,7 @@ def create_app(server: VoiceServer) -> Starlette:
     routes += twilio_routes()  # POST /v1/twilio/voice (TwiML), WS /v1/twilio/stream
     routes.append(WebSocketRoute("/v1/realtime", realtime_endpoint))  # OpenAI Realtime (gateway/realtime_ws.py)
     routes += audio_routes()  # OpenAI-compatible /v1/audio/transcriptions, /v1/audio/speech, /v1/models
+    routes += webrtc_routes(server)  # POST /v1/webrtc/offer, DELETE /v1/webrtc/sessions/{id}, GET /v1/webrtc/config
     if server.memory is not None:
         try:
             from .memory_routes import memory_routes
