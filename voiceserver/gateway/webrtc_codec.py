@@ -126,6 +126,9 @@ def check_offer_sdp(sdp: str) -> str | None:
         return "the offer has no audio m-line: add the microphone track (or a recvonly audio transceiver)"
     if "application" not in media:
         return f"the offer has no application m-line: create the {EVENTS_CHANNEL!r} data channel before the offer"
+    unused = sorted(set(media) - {"audio", "application"})
+    if unused:
+        return f"the offer has {', '.join(unused)} m-lines: offer audio and the {EVENTS_CHANNEL!r} channel only"
     for attribute in ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:"):
         if not any(line.startswith(attribute) for line in lines):
             return f"the offer has no {attribute[2:-1]} attribute (WebRTC needs ICE credentials and a DTLS fingerprint)"

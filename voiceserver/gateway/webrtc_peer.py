@@ -6,7 +6,8 @@ A :class:`WebRtcPeer` owns one RTCPeerConnection and one Session. Its tasks:
 - the feeder: the bounded inbound queue (audio, channel messages, the track's played reports) -> ``Session.handle``,
   in arrival order, one at a time, like the native gateway's receive loop;
 - the sender: the session's outbox -> reply audio into the :class:`PlaybackBuffer`, every other event as native
-  JSON on the data channel; ``ResponseCancelled`` clears the buffer at once;
+  JSON on the data channel; a barge-in (``speech.started`` during a running reply, or ``response.cancelled``)
+  clears the buffer at once;
 - the watchdog: ICE not connected within ``webrtc.ice_timeout_s``, or a connected peer silent (no audio frame, no
   message) for ``webrtc.peer_timeout_s``, ends the session (memory is saved by ``Session.close``).
 
@@ -42,6 +43,7 @@ from ..session.events import (
     ResponseDone,
     ResponsePlayed,
     SessionConfig,
+    SpeechStarted,
     StartSession,
 )
 from ..session.outbox import OutboxClosed
@@ -56,6 +58,9 @@ FRAME_MS = 20
 MAX_LAG_S = 0.1  # a track this far behind its clock (a stalled loop) resyncs instead of sending a burst
 CHANNEL_HIGH_WATER = 1 << 20  # bytes queued on the data channel before the sender waits for the peer
 WATCH_INTERVAL_S = 0.25
+# A microphone sends a frame every 20 ms; this long without one and the reply frames still leaving are not counted as
+# heard (a vanished peer's session keeps only what was played while it was there).
+PRESENCE_GRACE_S = 0.5
 
 
 class ReplyTrack(MediaStreamTrack):
@@ -137,6 +142,7 @@ class WebRtcPeer:
         self.created_at = self.clock()
         self.last_heard = self.created_at
         self._connected = False
+        self._microphone = False  # a microphone track is sending: its frames say the caller is there
         self._tasks: set[asyncio.Task] = set()
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
@@ -215,28 +221,48 @@ class WebRtcPeer:
             await session.handle(await self.inbound.get())
 
     async def _send_loop(self) -> None:
-        """Drain the outbox: reply audio to the playback buffer, every event as JSON on the channel."""
+        """Drain the outbox: reply audio to the playback buffer, every event as JSON on the channel.
+
+        Barge-in: the session interrupts a reply that is still running (no ``response.done`` yet) whenever it
+        reports ``speech.started``, so the buffer is cleared right then, not after the interrupt's bookkeeping
+        (cancelling the model, writing the heard text to memory); frames of that turn still in flight are dropped
+        until its ``response.cancelled``, which clears again."""
         session, buffer = self.session, self.buffer
+        speaking: str | None = None  # the turn whose audio is in the buffer and whose reply is not done
+        cut: str | None = None  # a turn being interrupted: its late frames are dropped
         try:
             await self.ready.wait()
             while True:
                 event = await session.outbox.get()
                 if isinstance(event, ResponseAudio):
+                    if event.turn_id == cut:
+                        continue
                     while not buffer.has_room():
                         self.track.took_frame.clear()
                         await self.track.took_frame.wait()
                     buffer.push(event.turn_id, event.chunk.audio)
+                    speaking = event.turn_id
                     continue
-                if isinstance(event, ResponseCancelled):
-                    dropped = buffer.clear()
-                    log.debug("reply audio dropped on the track", fields={"ms": round(dropped)})
+                if isinstance(event, SpeechStarted) and speaking is not None:
+                    cut, speaking = speaking, None
+                    self._drop_reply("speech_started")
+                elif isinstance(event, ResponseCancelled):
+                    cut, speaking = event.turn_id, None
+                    self._drop_reply("cancelled")
                 elif isinstance(event, ResponseDone):
                     buffer.end_turn(event.turn_id)
+                    if speaking == event.turn_id:
+                        speaking = None
                 message = encode_channel_event(event)
                 if message is not None:
                     await self._send_message(message)
         except OutboxClosed:
             return
+
+    def _drop_reply(self, why: str) -> None:
+        dropped = self.buffer.clear()
+        if dropped:
+            log.debug("reply audio dropped from the track", fields={"ms": round(dropped), "on": why})
 
     async def _send_message(self, message: str) -> None:
         channel = self.channel
@@ -285,6 +311,8 @@ class WebRtcPeer:
             self.dropped_inbound += 1  # the session fell behind by inbound_queue_frames: drop, never grow
 
     def _played(self, turn_id: str, played_ms: float) -> None:
+        if self._microphone and self.clock() - self.last_heard > PRESENCE_GRACE_S:
+            return
         self._enqueue(ResponsePlayed(turn_id, int(played_ms)))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -301,6 +329,7 @@ class WebRtcPeer:
                 return
             arrived = self.clock()
             self.last_heard = arrived
+            self._microphone = True
             pcm = converter.convert(frame.to_ndarray(), channels=len(frame.layout.channels),
                                     sample_rate=frame.sample_rate, planar=frame.format.is_planar)
             if pcm:

@@ -219,6 +219,16 @@ class WebRtcCaller:
             if event.get("type") == "error" and kind != "error":
                 raise WebRtcCallerError(f"{event.get('code')}: {event.get('message')}")
 
+    async def settle(self, quiet_s: float = 0.5, timeout: float = 10.0) -> None:
+        """Wait until no audible reply frame arrived for ``quiet_s`` (the tail of a reply is still on its way when
+        ``response.done`` arrives: audio is paced in real time)."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            last = next((f.received_at for f in reversed(self.frames) if f.audible), 0.0)
+            if time.perf_counter() - last >= quiet_s:
+                return
+            await asyncio.sleep(0.05)
+
     def audible_frames(self, since: float = 0.0) -> list[ReceivedFrame]:
         """Reply frames above -50 dBFS received after ``since`` (perf_counter time)."""
         return [f for f in list(self.frames) if f.received_at >= since and f.audible]
