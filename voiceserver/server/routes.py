@@ -1,4 +1,4 @@
-"""HTTP routes every server has: health, readiness, metrics, the static page."""
+"""HTTP routes every server has: health, readiness, metrics, the agents a caller may pick, the voice chat page."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 if TYPE_CHECKING:
     from .composition import VoiceServer
@@ -42,6 +43,14 @@ async def metrics(request: Request) -> Response:
     return Response(_server(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+async def agents(request: Request) -> Response:
+    """The agents a caller may pick (``session.start {"agent"}``, the offer's ``agent``), for the page's picker."""
+    server = _server(request)
+    listed = [{"name": name, "description": getattr(agent, "description", "") or ""}
+              for name, agent in server.agents.items()]
+    return JSONResponse({"agents": listed, "default": server.default_agent})
+
+
 async def index(request: Request) -> Response:
     page = static_dir() / "index.html"
     if not page.is_file():
@@ -49,10 +58,14 @@ async def index(request: Request) -> Response:
     return FileResponse(page, media_type="text/html")
 
 
-def core_routes() -> list[Route]:
-    return [
+def core_routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/agents", agents, methods=["GET"]),
         Route("/", index, methods=["GET"]),
     ]
+    if static_dir().is_dir():  # the page's scripts, styles and audio worklets (plain files, no build step)
+        routes.append(Mount("/static", StaticFiles(directory=static_dir()), name="static"))
+    return routes

@@ -22,9 +22,11 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, *, lifespan: str = "on", startup_timeout_s: float = 60.0) -> AsyncIterator[RunningServer]:
-    """Serve ``app`` until the block exits; shuts the server down gracefully afterwards."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, ws="websockets-sansio", loop="none", lifespan=lifespan,
+async def serve_app(app: Any, *, lifespan: str = "on", startup_timeout_s: float = 60.0,
+                    port: int = 0) -> AsyncIterator[RunningServer]:
+    """Serve ``app`` until the block exits; shuts the server down gracefully afterwards. ``port`` 0 picks a free
+    one; a fixed port lets a test restart a server where its clients expect it."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, ws="websockets-sansio", loop="none", lifespan=lifespan,
                             log_config=None, access_log=False, ws_max_size=1 << 20)
     server = uvicorn.Server(config)
     # uvicorn would install its own signal handlers; in a test the process owns them.
