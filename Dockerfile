@@ -12,7 +12,7 @@ COPY models/manifest.toml ./models/manifest.toml
 COPY static ./static
 
 # llama-cpp-python compiles here (several minutes on a small machine); the models are assembled and verified.
-RUN pip install --no-cache-dir -e ".[local]" \
+RUN pip install --no-cache-dir -e ".[local,webrtc]" \
  && voiceserver models fetch \
  && apt-get purge -y build-essential cmake && apt-get autoremove -y
 
