@@ -143,6 +143,7 @@ class WebRtcPeer:
         self.last_heard = self.created_at
         self._connected = False
         self._microphone = False  # a microphone track is sending: its frames say the caller is there
+        self._microphone_task = False
         self._tasks: set[asyncio.Task] = set()
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
@@ -179,13 +180,17 @@ class WebRtcPeer:
             with log_context(session_id=session.id):
                 await session.handle(StartSession(self.session_config))
                 sender = self._spawn(self._send_loop(), "send")
-                self._spawn(self._feed_loop(), "feed")
+                feeder = self._spawn(self._feed_loop(), "feed")
                 watchdog = self._spawn(self._watch(), "watch")
                 ended = asyncio.create_task(self.ended.wait())
                 try:
-                    await asyncio.wait({sender, watchdog, ended}, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait({sender, feeder, watchdog, ended},
+                                                 return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     ended.cancel()
+                for task in done - {ended}:
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("webrtc peer task failed", exc_info=task.exception())
                 if not session.closed:
                     reason = self.end_reason if self.ended.is_set() else "client_gone"
                     log.info("webrtc peer ending the session", fields={"reason": reason})
@@ -316,7 +321,8 @@ class WebRtcPeer:
         self._enqueue(ResponsePlayed(turn_id, int(played_ms)))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
+        if track.kind == "audio" and not self._microphone_task:
+            self._microphone_task = True  # one microphone per session: a second audio track is not mixed in
             self._spawn(self._consume_microphone(track), "mic")
 
     async def _consume_microphone(self, track: MediaStreamTrack) -> None:
@@ -330,8 +336,12 @@ class WebRtcPeer:
             arrived = self.clock()
             self.last_heard = arrived
             self._microphone = True
-            pcm = converter.convert(frame.to_ndarray(), channels=len(frame.layout.channels),
-                                    sample_rate=frame.sample_rate, planar=frame.format.is_planar)
+            try:
+                pcm = converter.convert(frame.to_ndarray(), channels=len(frame.layout.channels),
+                                        sample_rate=frame.sample_rate, planar=frame.format.is_planar)
+            except ValueError as exc:  # a frame in a shape no codec of ours decodes to: skip it, keep listening
+                log.warning("unusable microphone frame", fields={"error": str(exc), "session_id": self.id})
+                continue
             if pcm:
                 self._enqueue(InputAudio(pcm, arrived))
 
