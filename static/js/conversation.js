@@ -33,6 +33,8 @@ export function createConversation({ view, stats, send }) {
       view.appendText(line, m.delta);
     },
     "response.audio.started": () => view.activity("speaking"),
+    "response.paused": () => view.activity("hearing"),
+    "response.resumed": () => view.activity("speaking"),
     "response.cancelled": (m) => view.markInterrupted(reply(m.turn_id), m.heard_text),
     "response.done": (m) => {
       const line = reply(m.turn_id);

@@ -1,6 +1,7 @@
 // The WebSocket transport (/v1/voice, the native protocol): a capture worklet sends 16 kHz pcm16 frames, a
-// playback worklet plays the reply with a small jitter buffer, clears it on response.cancelled and reports
-// response.played. Events are the native JSON messages, handed to the same handler as the WebRTC transport's.
+// playback worklet plays the reply with a small jitter buffer, holds it on response.paused, goes on at
+// response.resumed, clears it on response.cancelled (and when the caller talks over the tail of a complete reply)
+// and reports response.played. Events are the native JSON messages, handed to the same handler as the WebRTC transport's.
 
 import { TransportError } from "./transport-errors.js";
 
@@ -18,6 +19,8 @@ export class WebSocketTransport {
     this.audioTurn = null;
     this.lastPlayedSent = 0;
     this.playedBefore = stats.audioFramesPlayed; // the counters add up across reconnections
+    this.finished = new Set(); // turns whose reply is complete
+    this.playingTurn = null; // the turn the playback worklet plays now
   }
 
   async start({ stream, context, identity, agent, apiKey }) {
@@ -90,11 +93,22 @@ export class WebSocketTransport {
     if (message.type === "session.closed" && message.reason === "server_shutdown") this.serverClosing = true;
     if (message.type === "response.audio.started") this.audioTurn = message.turn_id;
     if (message.type === "response.cancelled") this.playback.port.postMessage({ type: "clear" });
+    if (message.type === "response.paused") this.playback.port.postMessage({ type: "pause" });
+    if (message.type === "response.resumed") this.playback.port.postMessage({ type: "resume" });
+    if (message.type === "response.done" && !message.interrupted) {
+      this.finished.add(message.turn_id);
+      if (this.finished.size > 16) this.finished.delete(this.finished.values().next().value); // bounded
+    }
+    if (message.type === "speech.started" && this.finished.has(this.playingTurn)) {
+      // Talking over the last audio of a complete reply: the server will not cut it any more, so stop it here.
+      this.playback.port.postMessage({ type: "clear" });
+    }
     this.onEvent(message);
   }
 
   onPlayed(report) {
     if (report.type !== "played" || !report.turn) return;
+    this.playingTurn = report.turn;
     this.stats.audioFramesPlayed = this.playedBefore + report.audibleFrames;
     const now = performance.now();
     if (now - this.lastPlayedSent >= PLAYED_EVERY_MS || report.final) {

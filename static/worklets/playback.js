@@ -1,5 +1,6 @@
 // Reply playback for the WebSocket transport (AudioWorklet): a small jitter buffer of pcm16 from the server,
-// resampled to the context's rate on arrival, played after 60 ms are buffered, cleared at once on a barge-in.
+// resampled to the context's rate on arrival, played after 60 ms are buffered, held while the server pauses the
+// reply (the caller may be interrupting), cleared at once on a barge-in.
 // It reports how much of each turn it really played ({type: "played", turn, ms}) and how many 20 ms frames of
 // audible reply audio it rendered, so the page can send response.played and fill window.voiceStats.
 const PREBUFFER_S = 0.06;
@@ -14,6 +15,7 @@ class Playback extends AudioWorkletProcessor {
     this.queue = []; // {turn, data: Float32Array (at sampleRate), offset}
     this.buffered = 0;
     this.playing = false;
+    this.paused = false;
     this.t = 0;
     this.previous = 0;
     this.turn = null;
@@ -38,6 +40,12 @@ class Playback extends AudioWorkletProcessor {
       this.queue = [];
       this.buffered = 0;
       this.playing = false;
+      this.paused = false;
+    } else if (message.type === "pause") {
+      this.paused = true;
+      this.report(true);
+    } else if (message.type === "resume") {
+      this.paused = false;
     }
   }
 
@@ -74,7 +82,9 @@ class Playback extends AudioWorkletProcessor {
     if (!this.playing && this.buffered >= PREBUFFER_S * sampleRate) this.playing = true;
     for (let i = 0; i < channel.length; i++) {
       let value = 0;
-      if (this.playing && this.queue.length) {
+      if (this.paused) {
+        value = 0;
+      } else if (this.playing && this.queue.length) {
         const head = this.queue[0];
         if (head.turn !== this.turn) {
           this.report(true);

@@ -151,3 +151,32 @@ async def test_barge_in_stops_the_track_and_memory_keeps_what_was_heard(tmp_path
     assistant = [m for m in messages if m["role"] == "assistant"]
     assert [m["content"] for m in assistant] == [heard], "memory holds exactly the heard text"
     assert assistant[0]["metadata"].get("interrupted") is True
+
+
+def tone16k(ms: int) -> bytes:
+    t = np.arange(int(16 * ms)) / 16000
+    return (0.4 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes()
+
+
+async def test_a_mm_hmm_holds_the_track_and_the_reply_plays_to_the_end():
+    """A short sound over the reply pauses it (the track sends silence, nothing is thrown away); its words are a
+    backchannel, so the reply resumes where it paused and every phrase is heard."""
+    reply = "Alpha beta gamma delta. Epsilon zeta eta theta iota kappa. Lambda mu nu xi omicron pi rho sigma."
+    agent = Agent(name="Assistant", instructions="x", model=ScriptedChatModel([Reply(text=reply, chunk_delay_s=0.01)]))
+    tts = ToneTTS(ms_per_char=30)
+    async with voice_server(agent=agent, tts=tts, stt=ScriptedSTT(["mm-hmm"])) as vs, \
+            WebRtcCaller.connect(vs.http_url, resource="caller-4") as caller:
+        await caller.send_text("tell me the alphabet")
+        audio_started = await caller.wait_for("response.audio.started", 10)
+        await asyncio.sleep(1.0)
+        caller.say(tone16k(300))  # a listening noise over the reply
+        paused = await caller.wait_for("response.paused", 10)
+        resumed = await caller.wait_for("response.resumed", 10)
+        done = await caller.wait_for("response.done", 20)
+        await caller.settle()
+        frames = caller.audible_frames(audio_started["_received_at"] - 0.1)
+    assert not done["interrupted"] and done["text"] == reply
+    held = [f for f in frames if paused["_received_at"] + 0.2 < f.received_at < resumed["_received_at"]]
+    assert resumed["_received_at"] - paused["_received_at"] > 0.3 and not held, "the track sent silence meanwhile"
+    spoken_ms = sum(len(p) * 30 for p in tts.phrases)
+    assert abs(20 * len(frames) - spoken_ms) <= 200, (20 * len(frames), spoken_ms)

@@ -104,3 +104,26 @@ def test_downmix_averages_the_channels_and_planar_float_works():
 def test_mono_8k_is_resampled_up():
     out = MicConverter(16000).convert(tone(8000, 200).reshape(1, -1), channels=1, sample_rate=8000, planar=False)
     assert abs(len(out) // 2 - 3200) < 100
+
+
+def test_pause_holds_the_audio_and_resume_goes_on_from_there():
+    buffer = PlaybackBuffer()
+    buffer.push("t1", pcm(60))
+    assert buffer.next_frame().played_ms == pytest.approx(20)
+    buffer.pause()
+    held = [buffer.next_frame() for _ in range(3)]
+    assert all(f.turn_id is None and f.pcm == bytes(FRAME) for f in held), "silence while paused, nothing counted"
+    assert buffer.buffered_ms == pytest.approx(40) and buffer.playing_turn == "t1"
+    buffer.resume()
+    assert [buffer.next_frame().played_ms for _ in range(2)] == pytest.approx([40, 60])
+    assert buffer.playing_turn is None
+
+
+def test_clear_ends_a_pause():
+    buffer = PlaybackBuffer()
+    buffer.push("t1", pcm(60))
+    buffer.pause()
+    buffer.clear()
+    assert not buffer.paused
+    buffer.push("t2", pcm(20))
+    assert buffer.next_frame().turn_id == "t2", "the next reply plays after a barge-in"

@@ -2,8 +2,9 @@
 
 :class:`PlaybackBuffer` is the server-side playback buffer of the reply track. The send loop pushes the session's
 reply audio (48 kHz pcm16, tagged with its turn); the track takes exactly one 20 ms frame every 20 ms, silence when
-there is nothing to say. On a barge-in the buffer is cleared at once, so the frames not yet sent are never heard,
-and each frame says how much of its turn's audio has left the track: that is what the caller heard.
+there is nothing to say. A pause (the caller may be interrupting) holds the audio where it is and sends silence;
+a resume goes on from there; a barge-in clears the buffer at once, so the frames not yet sent are never heard. Each
+frame says how much of its turn's audio has left the track: that is what the caller heard.
 
 :class:`MicConverter` turns the decoded microphone frames aiortc gives (48 kHz Opus, s16, usually stereo) into the
 session's mono 16 kHz pcm16, with the audio package's resampler.
@@ -52,6 +53,7 @@ class PlaybackBuffer:
         self._segments: deque[_Segment] = deque()
         self._buffered = 0
         self._silence = bytes(self.frame_bytes)
+        self.paused = False
 
     @property
     def buffered_ms(self) -> float:
@@ -74,6 +76,18 @@ class PlaybackBuffer:
             self._segments.append(_Segment(turn_id, bytearray(pcm)))
         self._buffered += len(pcm)
 
+    @property
+    def playing_turn(self) -> str | None:
+        """The turn whose audio goes out next (None when nothing is queued)."""
+        return next((s.turn_id for s in self._segments if s.data), None)
+
+    def pause(self) -> None:
+        """Hold the queued audio where it is; the track sends silence until :meth:`resume`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
     def end_turn(self, turn_id: str) -> None:
         """The turn sent all its audio: its last partial frame goes out padded instead of waiting for more."""
         for segment in self._segments:
@@ -81,16 +95,17 @@ class PlaybackBuffer:
                 segment.ended = True
 
     def clear(self) -> float:
-        """Drop everything not yet sent (barge-in); returns the milliseconds dropped."""
+        """Drop everything not yet sent (barge-in) and end a pause; returns the milliseconds dropped."""
         dropped = self.buffered_ms
         self._segments.clear()
         self._buffered = 0
+        self.paused = False
         return dropped
 
     def next_frame(self) -> TrackFrame:
         """The frame to send now: reply audio, or silence when none is ready (between replies, or while the
-        reply's next phrase is still being synthesised)."""
-        while self._segments:
+        reply's next phrase is still being synthesised, or while paused)."""
+        while self._segments and not self.paused:
             head = self._segments[0]
             later = len(self._segments) > 1
             if len(head.data) >= self.frame_bytes:

@@ -6,8 +6,8 @@ A :class:`WebRtcPeer` owns one RTCPeerConnection and one Session. Its tasks:
 - the feeder: the bounded inbound queue (audio, channel messages, the track's played reports) -> ``Session.handle``,
   in arrival order, one at a time, like the native gateway's receive loop;
 - the sender: the session's outbox -> reply audio into the :class:`PlaybackBuffer`, every other event as native
-  JSON on the data channel; a barge-in (``speech.started`` during a running reply, or ``response.cancelled``)
-  clears the buffer at once;
+  JSON on the data channel; ``response.paused`` holds the buffer, ``response.resumed`` releases it, a barge-in
+  (``response.cancelled``) clears it at once;
 - the watchdog: ICE not connected within ``webrtc.ice_timeout_s``, or a connected peer silent (no audio frame, no
   message) for ``webrtc.peer_timeout_s``, ends the session (memory is saved by ``Session.close``).
 
@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import fractions
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,9 @@ from ..session.events import (
     ResponseAudio,
     ResponseCancelled,
     ResponseDone,
+    ResponsePaused,
     ResponsePlayed,
+    ResponseResumed,
     SessionConfig,
     SpeechStarted,
     StartSession,
@@ -228,36 +231,39 @@ class WebRtcPeer:
     async def _send_loop(self) -> None:
         """Drain the outbox: reply audio to the playback buffer, every event as JSON on the channel.
 
-        Barge-in: the session interrupts a reply that is still running (no ``response.done`` yet) whenever it
-        reports ``speech.started``, so the buffer is cleared right then, not after the interrupt's bookkeeping
-        (cancelling the model, writing the heard text to memory); frames of that turn still in flight are dropped
-        until its ``response.cancelled``, which clears again."""
+        Barge-in, as the session decides it: ``response.paused`` (a sound over the reply, maybe an interruption)
+        holds the buffered audio and the track sends silence; ``response.resumed`` goes on from there;
+        ``response.cancelled`` drops everything not yet sent, and late frames of that turn. The caller speaking over
+        the tail of a reply that is already complete (the session no longer pauses or cancels it) clears it too."""
         session, buffer = self.session, self.buffer
-        speaking: str | None = None  # the turn whose audio is in the buffer and whose reply is not done
-        cut: str | None = None  # a turn being interrupted: its late frames are dropped
+        finished: deque[str] = deque(maxlen=8)  # turns whose reply is complete: only their tail may be playing
+        cut: deque[str] = deque(maxlen=8)  # cancelled turns: frames of theirs still in flight are dropped
         try:
             await self.ready.wait()
             while True:
                 event = await session.outbox.get()
-                if isinstance(event, ResponseAudio):
-                    if event.turn_id == cut:
+                kind = type(event)
+                if kind is ResponseAudio:
+                    if event.turn_id in cut:
                         continue
-                    while not buffer.has_room():
+                    # Backpressure, except while paused: the resume that would drain the buffer is queued behind.
+                    while not buffer.has_room() and not buffer.paused:
                         self.track.took_frame.clear()
                         await self.track.took_frame.wait()
                     buffer.push(event.turn_id, event.chunk.audio)
-                    speaking = event.turn_id
                     continue
-                if isinstance(event, SpeechStarted) and speaking is not None:
-                    cut, speaking = speaking, None
-                    self._drop_reply("speech_started")
-                elif isinstance(event, ResponseCancelled):
-                    cut, speaking = event.turn_id, None
+                if kind is ResponsePaused:
+                    buffer.pause()
+                elif kind is ResponseResumed:
+                    buffer.resume()
+                elif kind is ResponseCancelled:
+                    cut.append(event.turn_id)
                     self._drop_reply("cancelled")
-                elif isinstance(event, ResponseDone):
+                elif kind is ResponseDone and not event.interrupted:
                     buffer.end_turn(event.turn_id)
-                    if speaking == event.turn_id:
-                        speaking = None
+                    finished.append(event.turn_id)
+                elif kind is SpeechStarted and buffer.playing_turn in finished:
+                    self._drop_reply("speech_over_the_tail")
                 message = encode_channel_event(event)
                 if message is not None:
                     await self._send_message(message)
