@@ -34,6 +34,7 @@ export class View {
     this.agentField = root.querySelector("#agent-field");
     this.textForm = root.querySelector("#text-form");
     this.textInput = root.querySelector("#text-input");
+    this.micLevel = root.querySelector("#mic-level");
   }
 
   status(state, text) {
@@ -62,7 +63,8 @@ export class View {
   }
 
   level(value) {
-    this.talk.style.setProperty("--level", value.toFixed(3));
+    this.root.style.setProperty("--level", value.toFixed(3));
+    this.micLevel.setAttribute("aria-valuenow", String(Math.round(value * 100)));
   }
 
   remoteLevel(value) {
@@ -163,18 +165,20 @@ export class View {
   workflowProgress(card, event) {
     const type = String(event.type || "");
     const payload = event.payload || {};
-    const step = payload.step_id || payload.stepId || payload.id || payload.step || "";
-    const words = {
-      "workflow-start": "started", "workflow-step-start": "running", "workflow-step-result": "done",
-      "workflow-step-suspended": "waiting for you", "workflow-step-finish": "finished", "workflow-finish": "complete",
-    };
-    const state = words[type] || type.replace(/^workflow-/, "").replace(/-/g, " ");
+    const status = { success: "done", suspended: "waiting for you", failed: "failed", canceled: "cancelled",
+                     running: "running" };
     if (type === "workflow-finish") {
-      card.classList.add("finished");
-      card.querySelector(".card-title").dataset.state = state;
+      const state = status[payload.status] || String(payload.status || "finished");
+      card.dataset.state = state;
+      card.classList.toggle("finished", payload.status === "success");
       return;
     }
-    if (!step) return;
+    const step = payload.step_id || payload.stepId || payload.id || "";
+    const states = { "workflow-step-start": "running", "workflow-step-result": "done",
+                     "workflow-step-suspended": "waiting for you" };
+    let state = states[type];
+    if (type === "workflow-step-finish") state = status[payload.status] || "done";
+    if (!step || !state) return; // workflow-start, custom events
     const steps = card.querySelector(".steps");
     let item = steps.querySelector(`[data-step="${CSS.escape(String(step))}"]`);
     if (!item) {

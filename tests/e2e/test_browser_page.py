@@ -4,6 +4,7 @@ restart with reconnection, the WebSocket fallback, a full server, the agent pick
 barge-in marking the reply and stopping its audio on both transports."""
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -160,7 +161,9 @@ async def test_agent_picker_and_approval_buttons(models_dir, tmp_path):
 async def test_barge_in_marks_the_reply_and_its_audio_stops(models_dir, tmp_path, transport):
     """The looping microphone asks again while the long reply plays: the reply is cut, marked, and no more of its
     audio plays (WebRTC: the server drops it from the track; WebSocket: the page clears its playback buffer)."""
-    agent = Agent(name="Assistant", instructions="x", model=ScriptedChatModel([Reply(text=STORY, chunk_delay_s=0.01)]))
+    # The words that cut the reply get an empty answer: any reply audio after the cut would be the old reply's.
+    model = ScriptedChatModel([Reply(text=STORY, chunk_delay_s=0.01), Reply(text="")])
+    agent = Agent(name="Assistant", instructions="x", model=model)
     settings = Settings(turn=TurnConfig(reply_max_sentences=0))
     mic = microphone(models_dir, tmp_path, gap_s=1.0)
     async with voice_server(agent=agent, settings=settings, stt=ScriptedSTT(["tell me a story"]),
@@ -178,3 +181,80 @@ async def test_barge_in_marks_the_reply_and_its_audio_stops(models_dir, tmp_path
         await snapshot(page, f"browser-barge-in-{transport}.png")
     assert played_after_cut > 0 and played_later == played_after_cut, "no reply audio after the cut"
     assert tag == "interrupted" and heard and len(heard) < len(STORY) and STORY.startswith(heard.rstrip("…"))
+
+
+class SlowLoadingSTT(ScriptedSTT):
+    """Scripted transcripts behind a load that takes a while, like real weights."""
+
+    async def load(self) -> None:
+        await asyncio.sleep(3)
+
+
+async def test_readiness_while_models_load_then_the_caller_is_remembered(tmp_path):
+    agent = Agent(name="Assistant", instructions="x", model=ScriptedChatModel(["Hi."]))
+    server = build_server(Settings(), stt=SlowLoadingSTT(["hello"]), tts=ToneTTS(), agents={"Assistant": agent},
+                          default_agent="Assistant")
+    async with serve_app(create_app(server)) as running, async_playwright() as p, \
+            chromium(p, tmp_path / "profile", viewport={"width": 390, "height": 800}, is_mobile=True,
+                     has_touch=True, device_scale_factor=2) as browser:
+        page = await browser.new_page()
+        await page.goto(running.http_url)
+        await page.wait_for_function("window.voiceStats.state === 'loading'", timeout=5000)
+        loading = await page.inner_text("[data-testid=status]")
+        disabled = await page.is_disabled("[data-testid=talk]")
+        await page.wait_for_function("window.voiceStats.state === 'ready'", timeout=20000)
+        ids = await page.evaluate("['caller', 'thread'].map(k => localStorage.getItem('voiceserver.' + k))")
+        shown = await page.inner_text("#caller-id")
+        await page.click("[data-testid=talk]")  # a phone: tap to talk
+        await page.wait_for_function("window.voiceStats.state === 'connected'", timeout=15000)
+        session = server.hub.sessions[await page.evaluate("window.voiceStats.sessionId")]
+        await snapshot(page, "browser-phone.png")
+        await page.reload()
+        await page.wait_for_function("window.voiceStats.state === 'ready'", timeout=20000)
+        again = await page.inner_text("#caller-id")
+        fits = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert loading.startswith("Loading models") and "stt" in loading and disabled
+    assert ids[0].startswith("caller-") and ids[1].startswith("conv-") and shown == ids[0] == again
+    assert (session.config.resource, session.config.thread) == (ids[0], ids[1]), "the server knows the caller"
+    assert fits, "nothing wider than a phone screen"
+
+
+def booking_model() -> ScriptedChatModel:
+    """Starts the booking workflow when asked for an appointment and shapes the caller's answers."""
+
+    def respond(request):
+        if request.response_schema:
+            answer = request.messages[-1].content.split("Caller's answer:")[-1].strip().rstrip(".")
+            return json.dumps({"day": answer})
+        last = request.messages[-1]
+        if request.tools and last.role == "user" and "appointment" in (last.content or ""):
+            return Reply(tool_calls=[("workflow-book-appointment", {"service": "haircut"})])
+        return "Okay."
+
+    return ScriptedChatModel([Reply(respond=respond)])
+
+
+async def test_workflow_progress_is_shown(tmp_path):
+    from examples.booking import booking_workflow, receptionist
+
+    silence = tmp_path / "silence.wav"
+    write_wav(silence, AudioChunk(bytes(2 * 16000 * 5), 16000))
+    agent = receptionist(model=booking_model(), workflow=booking_workflow())
+    async with voice_server(agent=agent, tts=ToneTTS(ms_per_char=5)) as vs, async_playwright() as p, \
+            chromium(p, tmp_path / "profile", microphone=silence) as browser:
+        page = await open_page(browser, vs.http_url)
+        await page.click("[data-testid=talk]")
+        await page.wait_for_function("window.voiceStats.state === 'connected'", timeout=15000)
+        await page.fill("#text-input", "I need an appointment")
+        await page.press("#text-input", "Enter")
+        await page.wait_for_selector(".card.workflow [data-step='ask-day'][data-state='waiting for you']",
+                                     timeout=15000)
+        await page.fill("#text-input", "Friday")
+        await page.press("#text-input", "Enter")
+        await page.wait_for_selector(".card.workflow [data-step='ask-time'][data-state='waiting for you']",
+                                     timeout=15000)
+        steps = await page.eval_on_selector_all(".card.workflow li", "nodes => nodes.map(n => n.textContent)")
+        title = await page.inner_text(".card.workflow .card-title")
+        await snapshot(page, "browser-workflow.png")
+    assert "book-appointment" in title
+    assert steps[0] == "ask-day: done" and steps[-1] == "ask-time: waiting for you", steps
