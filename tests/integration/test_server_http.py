@@ -56,7 +56,7 @@ async def test_health_ready_metrics_and_page():
 
         page = await http.get("/")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-        assert "voiceserver" in page.text and "/v1/voice" in page.text
+        assert 'data-testid="talk"' in page.text and "/static/js/app.js" in page.text, "the voice chat page"
 
 
 async def test_failed_engine_is_reported_not_ready():
