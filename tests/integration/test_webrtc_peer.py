@@ -60,7 +60,9 @@ async def test_spoken_question_and_reply_on_the_tracks(question):
         heard = caller.audible_frames(audio_started["_received_at"] - 0.1)
     speech_ms = len(question) / 32 - 300  # without the lead silence
     cut_ms = float(transcript["text"])
-    assert speech_ms <= cut_ms <= speech_ms + 300 + 300, "speech plus the pre-roll and the hangover"
+    # The utterance is the speech plus up to prefix_ms (300) of pre-roll and silence_ms (500) of trailing silence,
+    # give or take a late packet or two on a busy machine.
+    assert speech_ms - 100 <= cut_ms <= speech_ms + 300 + 500, (cut_ms, speech_ms)
     assert len(stt.calls) >= 1 and done["text"] == reply and not done["interrupted"]
     assert metrics["voice_to_voice_ms"] > 0
     expected_ms = len(reply) * 20
