@@ -27,9 +27,14 @@ def remembering_model(delay_s: float = 0.0) -> ScriptedChatModel:
         if match:
             name = match.group(1).capitalize()
             return Reply(tool_calls=[("update-working-memory", {"memory": f"# User\n- Name: {name}\n"})])
+        # Like a real model, it knows the name from the working memory or from earlier in this conversation (the
+        # prompt shows working memory as it was when the call's window started; what was said since is history).
         known = re.search(r"Name:[ \t]*(\w+)", system)
-        if known:
-            return f"Welcome back, {known.group(1)}! You said: {last.content}"
+        said_before = [re.search(r"my name is (\w+)", (m.content or "").lower())
+                       for m in request.messages[:-1] if m.role == "user"]
+        name = known.group(1) if known else next((m.group(1).capitalize() for m in said_before if m), None)
+        if name:
+            return f"Welcome back, {name}! You said: {last.content}"
         return f"Hello, who is this? You said: {last.content}"
 
     return ScriptedChatModel([Reply(respond=respond, first_delay_s=delay_s, chunk_delay_s=delay_s / 10)])

@@ -86,3 +86,18 @@ def test_pacing_clock():
     assert p.ahead_ms(10.0) == pytest.approx(1000)
     assert p.ahead_ms(10.5) == pytest.approx(500)
     assert p.elapsed_ms(20.0) == 1000
+
+
+def test_heard_text_of_a_phrase_still_being_sent_counts_its_whole_length():
+    from voiceserver.session.playback import PlaybackTracker
+
+    tracker = PlaybackTracker()
+    tracker.begin_phrase("One two three four.")  # 19 characters, sent whole in 1900 ms: 100 ms a character
+    tracker.add_audio(1900, 0.0)
+    tracker.end_phrase()
+    tracker.begin_phrase("Five six seven eight nine ten eleven twelve.")  # 44 characters: about 4400 ms
+    tracker.add_audio(1100, 2.0)  # only the first 1100 ms of it were sent so far
+    tracker.report_played(1900 + 1100)
+    heard = tracker.heard_text().split()
+    # A quarter of the second phrase was played: two of its eight words, not all of them.
+    assert heard[:4] == ["One", "two", "three", "four."] and heard[4:] == ["Five", "six"]

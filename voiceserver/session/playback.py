@@ -71,6 +71,14 @@ class PlaybackTracker:
         now = self.paused_at if self.paused_at is not None else now
         return self.sent_ms - (now - self.first_audio_at) * 1000.0
 
+    def _expected_end(self, phrase: PhraseSpan) -> float:
+        """Where a phrase still being sent will end: at least what was sent, and as long as its text at the speech
+        rate of the phrases sent whole so far (so a partly played phrase is not counted as nearly all heard)."""
+        done = [p for p in self.phrases if p.end_ms is not None and p.end_ms > p.start_ms]
+        chars = sum(len(p.text) for p in done)
+        rate = sum(p.end_ms - p.start_ms for p in done) / chars if chars else DEFAULT_MS_PER_CHAR  # type: ignore
+        return max(self.sent_ms, phrase.start_ms + len(phrase.text) * rate)
+
     def heard_text(self) -> str:
         """Text heard so far: up to the client's played_ms when reported, else the phrases fully sent."""
         if self.reported_played_ms is None:
@@ -79,7 +87,7 @@ class PlaybackTracker:
         played = self.reported_played_ms
         parts: list[str] = []
         for phrase in self.phrases:
-            end = phrase.end_ms if phrase.end_ms is not None else self.sent_ms
+            end = phrase.end_ms if phrase.end_ms is not None else self._expected_end(phrase)
             if end <= phrase.start_ms:
                 break  # no audio of it was sent yet
             if end <= played:
@@ -93,6 +101,9 @@ class PlaybackTracker:
                     parts.append(" ".join(words[:keep]))
             break
         return _join(parts)
+
+
+DEFAULT_MS_PER_CHAR = 65.0  # speech rate before any phrase was sent whole (Piper's voice at speed 1: 55-75)
 
 
 def _join(parts: list[str]) -> str:
