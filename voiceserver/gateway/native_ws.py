@@ -16,6 +16,7 @@ from ..logs import get_logger, log_context
 from ..session import Session
 from ..session.events import ErrorEvent, SessionClosed
 from ..session.outbox import OutboxClosed
+from .fast_audio import AUDIO_SINK
 from .hub import SessionHub
 from .native_codec import InvalidInput, decode_binary, decode_text, encode_event, frame_too_large, initial_config
 
@@ -66,6 +67,13 @@ async def _receive_loop(ws: WebSocket, session: Session, hub: SessionHub) -> Non
     limits = hub.deps.limits
     max_frame = limits.max_frame_bytes
     clock = hub.deps.clock
+
+    def audio_sink(data: bytes) -> bool:
+        # With the FastAudioProtocol, frames arrive here straight from the socket (see gateway/fast_audio.py);
+        # anything it cannot take at once (too large, before the session started) comes through the loop below.
+        return len(data) <= max_frame and session.handle_nowait(decode_binary(data, clock()))
+
+    ws.scope[AUDIO_SINK] = audio_sink
     # The raw ASGI receive: Starlette's wrapper re-checks connection state on every message, a measurable cost at
     # 25,000 audio frames a second. After accept() the messages are only websocket.receive / .disconnect.
     receive = ws._receive

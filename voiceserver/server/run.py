@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from ..gateway.fast_audio import FastAudioProtocol
 from ..logs import bind_context, configure_logging, get_logger
 from ..settings import Settings
 
@@ -59,7 +60,7 @@ def serve_app_forever(app: Any, *, host: str, port: int, voice: Any = None,
                       sockets: list[socket.socket] | None = None) -> int:
     """Run one ASGI app on uvicorn + uvloop with the voice server's shutdown handling, until stopped."""
     config = uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", ws="websockets-sansio", lifespan="on", log_config=None,
+        app, host=host, port=port, loop="uvloop", ws=FastAudioProtocol, lifespan="on", log_config=None,
         access_log=False, ws_max_size=1 << 20, ws_ping_interval=20, ws_ping_timeout=20, timeout_graceful_shutdown=10,
         backlog=4096,
     )

@@ -150,6 +150,15 @@ class Session:
         else:
             await self.ctx.error("invalid_message", f"unsupported event {type(event).__name__}")
 
+    def handle_nowait(self, event: Any) -> bool:
+        """Process an event at once when that needs no waiting (caller audio once the session has started): True
+        when done; False when the caller must ``await handle(event)`` instead. Used by a transport that receives
+        audio in a callback (no task per frame)."""
+        if type(event) is InputAudio and self.started and not self.closed:
+            self._feed(event.audio, event.arrived_at)
+            return True
+        return False
+
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
     def _with_defaults(self, config: SessionConfig | None) -> SessionConfig:

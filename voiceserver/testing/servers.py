@@ -26,7 +26,9 @@ async def serve_app(app: Any, *, lifespan: str = "on", startup_timeout_s: float 
                     port: int = 0) -> AsyncIterator[RunningServer]:
     """Serve ``app`` until the block exits; shuts the server down gracefully afterwards. ``port`` 0 picks a free
     one; a fixed port lets a test restart a server where its clients expect it."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, ws="websockets-sansio", loop="none", lifespan=lifespan,
+    from ..gateway.fast_audio import FastAudioProtocol
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, ws=FastAudioProtocol, loop="none", lifespan=lifespan,
                             log_config=None, access_log=False, ws_max_size=1 << 20)
     server = uvicorn.Server(config)
     # uvicorn would install its own signal handlers; in a test the process owns them.
