@@ -153,6 +153,7 @@ class TurnCollector:
         self._playouts: dict[str | None, Playout] = {}
         self._replied: dict[str, str] = {}  # turn id -> reply text of a response.done that was not interrupted
         self._open: set[str] = set()
+        self.seen: set[str] = set()  # every turn id of this question (a split question has two)
         self.done = False
 
     def feed(self, item: dict[str, Any] | ReplyAudio, *, utterance_sent: bool = True) -> bool:
@@ -169,6 +170,8 @@ class TurnCollector:
         turn_id = item.get("turn_id")
         if turn_id is not None and turn_id in self.finished:
             return False
+        if turn_id is not None:
+            self.seen.add(turn_id)
         heard = self.heard
         if kind == "speech.started" and turn_id:
             self._open.add(turn_id)
@@ -220,7 +223,8 @@ class TurnCollector:
 class OpenMicCaller:
     """Streams frames of ``frame_ms`` in real time for the whole call (silence unless a question is being said).
 
-    ``reply_timeout_s`` bounds each question: no complete reply by then is recorded as a failure, never a hang.
+    ``reply_timeout_s`` bounds each question: no complete reply that long after the question was said is recorded
+    as a failure, never a hang.
     ``gap_s`` is the pause after a reply has played out before the next question. ``max_late_ms`` is the worst
     delay of a frame behind its real-time slot (a starved client would distort the figures).
     """
@@ -234,6 +238,7 @@ class OpenMicCaller:
         self.sent_ms = 0.0
         self._frame_bytes = PCM16_16K.bytes_for_ms(frame_ms)
         self._pending = bytearray()
+        self._drained = asyncio.Event()  # nothing pending (set by the pacer, and when it stops)
         self._marks: list[tuple[float, asyncio.Future[float]]] = []  # (stream ms, time the frame holding it went)
         self._finished: set[str] = set()
         self._pacer: asyncio.Task | None = None
@@ -252,24 +257,29 @@ class OpenMicCaller:
         silence = bytes(self._frame_bytes)
         start = time.perf_counter()
         sent = 0
-        while True:
-            delay = start + sent * self.frame_ms / 1000 - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                self.max_late_ms = max(self.max_late_ms, -delay * 1000)
-            frame = bytes(self._pending[: self._frame_bytes]) or silence
-            del self._pending[: self._frame_bytes]
-            if len(frame) < self._frame_bytes:
-                frame += bytes(self._frame_bytes - len(frame))
-            await self.link.send_audio(frame)
-            sent += 1
-            self.sent_ms += self.frame_ms
-            now = time.perf_counter()
-            while self._marks and self._marks[0][0] <= self.sent_ms:
-                _, future = self._marks.pop(0)
-                if not future.done():
-                    future.set_result(now)
+        try:
+            while True:
+                if not self._pending:
+                    self._drained.set()
+                delay = start + sent * self.frame_ms / 1000 - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    self.max_late_ms = max(self.max_late_ms, -delay * 1000)
+                frame = bytes(self._pending[: self._frame_bytes]) or silence
+                del self._pending[: self._frame_bytes]
+                if len(frame) < self._frame_bytes:
+                    frame += bytes(self._frame_bytes - len(frame))
+                await self.link.send_audio(frame)
+                sent += 1
+                self.sent_ms += self.frame_ms
+                now = time.perf_counter()
+                while self._marks and self._marks[0][0] <= self.sent_ms:
+                    _, future = self._marks.pop(0)
+                    if not future.done():
+                        future.set_result(now)
+        finally:
+            self._drained.set()  # nobody waits for a mic that stopped
 
     @property
     def speaking(self) -> bool:
@@ -281,14 +291,14 @@ class OpenMicCaller:
             raise RuntimeError("use the caller as `async with OpenMicCaller(link) as caller`")
         if len(utterance.audio) > PCM16_16K.bytes_for_ms(MAX_UTTERANCE_S * 1000):
             raise ValueError(f"utterance over {MAX_UTTERANCE_S:g} s")
-        if self._pending:
-            raise RuntimeError("the previous question is still being spoken")
+        await self._drained.wait()  # after a failed turn the previous question may still be going out
         mark: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._marks.append((self.sent_ms + utterance.speech_end_ms, mark))
         self._pending += utterance.audio
+        self._drained.clear()
         heard = HeardTurn(question=utterance.text)
         collector = TurnCollector(heard, self.link.output_format, self._finished)
-        deadline = time.perf_counter() + self.reply_timeout_s
+        deadline = time.perf_counter() + PCM16_16K.ms_for_bytes(len(utterance.audio)) / 1000 + self.reply_timeout_s
         try:
             while not collector.done:
                 remaining = deadline - time.perf_counter()
@@ -305,16 +315,16 @@ class OpenMicCaller:
                 collector.feed(item, utterance_sent=not self._pending)
         except CallClosed as exc:
             heard.failure = f"connection closed ({exc})"
-        return self._finish(heard, mark)
+        return self._finish(collector, mark)
 
-    def _finish(self, heard: HeardTurn, mark: asyncio.Future[float]) -> HeardTurn:
+    def _finish(self, collector: TurnCollector, mark: asyncio.Future[float]) -> HeardTurn:
+        heard = collector.heard
         if mark.done():
             heard.speech_end_at = mark.result()
         else:
             mark.cancel()
             self._marks = [(ms, f) for ms, f in self._marks if f is not mark]
-        if heard.turn_id:
-            self._finished.add(heard.turn_id)
+        self._finished.update(collector.seen)  # late events of these turns are not the next question's
         return heard
 
     async def listen(self, heard: HeardTurn) -> None:
