@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -58,10 +59,12 @@ LEAD_SILENCE_S = 0.5  # open mic before the first question of a call
 READY_TIMEOUT_S = 240.0
 SEED_TURNS_PER_THREAD = 20
 REPEAT_MIN_WORDS = 3  # a shorter reply ("Yes.") said twice is not parroting
-REPEAT_PREFIX_WORDS = 8  # the same first 8 words as an earlier reply to another question is flagged too
+REPEAT_PREFIX_WORDS, REPEAT_PREFIX_SHARE = 8, 0.6  # the same first words (8 or more, 60 % of the shorter reply)
+REPEAT_OVERLAP_WORDS = 15  # and so is a run of 15 words in common anywhere (longer than a stock phrase)
 TARGET_P50_MS, TARGET_P95_MS, TARGET_CALL_DRIFT = 1200.0, 1600.0, 0.15
 STAGES = ("endpoint_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms")
 COUNTS = ("prompt_tokens", "cached_tokens", "recalled_messages")
+REPEAT_KINDS = ("exact", "prefix", "overlap")
 
 
 @dataclass(frozen=True)
@@ -115,11 +118,13 @@ def mentions(reply: str, phrases: tuple[str, ...]) -> bool:
 
 
 def find_repeat(reply: str, question: str, earlier: list[tuple[str, str]]) -> tuple[str, int] | None:
-    """("exact" | "prefix", index into ``earlier``) when ``reply`` repeats a reply given to another question.
+    """("exact" | "prefix" | "overlap", index into ``earlier``) when ``reply`` repeats a reply to another question.
 
     ``earlier`` holds (question, reply) pairs. The same answer to the same question again (a later call asking the
-    name) is not a repeat; the same reply to a different question is ("exact": equal once normalised, at least
-    REPEAT_MIN_WORDS words; "prefix": the first REPEAT_PREFIX_WORDS words equal).
+    name) is not a repeat; the same reply to a different question is. "exact": equal once normalised (at least
+    REPEAT_MIN_WORDS words); "prefix": the same first words, at least REPEAT_PREFIX_WORDS and REPEAT_PREFIX_SHARE of
+    the shorter reply (a new ending); "overlap": a run of REPEAT_OVERLAP_WORDS words in common anywhere (a new
+    opening). A stock opening ("Once upon a time, in a land far away") is neither.
     """
     words = normalise(reply).split()
     if not words:
@@ -131,8 +136,14 @@ def find_repeat(reply: str, question: str, earlier: list[tuple[str, str]]) -> tu
         other = normalise(other_reply).split()
         if words == other and len(words) >= REPEAT_MIN_WORDS:
             return "exact", i
-        if len(words) >= REPEAT_PREFIX_WORDS and words[:REPEAT_PREFIX_WORDS] == other[:REPEAT_PREFIX_WORDS]:
+        shared = next((n for n, (a, b) in enumerate(zip(words, other, strict=False)) if a != b),
+                      min(len(words), len(other)))
+        if shared >= REPEAT_PREFIX_WORDS and shared >= REPEAT_PREFIX_SHARE * min(len(words), len(other)):
             return "prefix", i
+        if min(len(words), len(other)) >= REPEAT_OVERLAP_WORDS:
+            run = SequenceMatcher(None, words, other, autojunk=False).find_longest_match(0, len(words), 0, len(other))
+            if run.size >= REPEAT_OVERLAP_WORDS:
+                return "overlap", i
     return None
 
 
@@ -212,6 +223,7 @@ def summarise(records: list[dict[str, Any]], calls: int) -> dict[str, Any]:
         "last_first_ratio": ratio(call_medians[-1], call_medians[0]) if calls > 1 else None,
         "repeats_exact": sum(1 for r in records if r["repeat"] and r["repeat"]["kind"] == "exact"),
         "repeats_prefix": sum(1 for r in records if r["repeat"] and r["repeat"]["kind"] == "prefix"),
+        "repeats_overlap": sum(1 for r in records if r["repeat"] and r["repeat"]["kind"] == "overlap"),
         "name_recalled_same_call": count(lambda r: r["fact"] == "name" and r["kind"] == "recall" and r["call"] == 0,
                                          "recalled"),
         "colour_recalled_same_call": count(lambda r: r["fact"] == "colour" and r["kind"] == "recall"
@@ -248,8 +260,8 @@ def target_rows(new: dict[str, Any], base: dict[str, Any] | None) -> list[dict[s
         rows.append({"target": name, "measured": value, "goal": target, "baseline": base.get(key),
                      "ratio": ratio(value, base.get(key)) if key in ("p50_ms", "p95_ms") else None,
                      "met": None if value is None or check is None else check(value)})
-    repeats = new["repeats_exact"] + new["repeats_prefix"]
-    base_repeats = base["repeats_exact"] + base["repeats_prefix"] if base else None
+    repeats = sum(new[f"repeats_{kind}"] for kind in REPEAT_KINDS)
+    base_repeats = sum(base[f"repeats_{kind}"] for kind in REPEAT_KINDS) if base else None
     rows.append({"target": "replies repeating an earlier one", "measured": repeats, "goal": "0",
                  "baseline": base_repeats, "ratio": None, "met": repeats == 0})
     for name, key in (("name recalled in a later call", "name_recalled_later_call"),
@@ -318,7 +330,7 @@ def format_report(new: dict[str, Any], base: dict[str, Any] | None, rows: list[d
     out.append(f"name recalled in the same call {'{}/{}'.format(*new['name_recalled_same_call'])}, colour "
                f"{'{}/{}'.format(*new['colour_recalled_same_call'])}; replies that addressed the question "
                f"{'{}/{}'.format(*new['addressed'])}; repeats {new['repeats_exact']} exact, "
-               f"{new['repeats_prefix']} long shared prefix")
+               f"{new['repeats_prefix']} long shared prefix, {new['repeats_overlap']} long shared run")
     out.append(f"\n{'target':<34} {'measured':>9} {'target':>11} {'baseline':>9} {'ratio':>6}  met")
     for row in rows:
         met = {True: "yes", False: "NO", None: "-"}[row["met"]]
@@ -432,7 +444,7 @@ async def run_conversation(name: str, env: dict[str, str], run: int, args: argpa
     finally:
         await stop_server(proc)
         shutil.rmtree(memory_dir, ignore_errors=True)
-    if late_ms > 40:
+    if late_ms > 50:
         print(f"[{name} run {run + 1}] warning: the caller's mic ran up to {late_ms:.0f} ms late (a busy client "
               f"distorts the figures)", file=out, flush=True)
     return {"run": run, "log": str(log_path), "seed_s": seeded_s, "mic_max_late_ms": late_ms, "turns": records}

@@ -93,6 +93,19 @@ def test_a_long_shared_prefix_is_flagged(bench):
     assert bench.find_repeat("London today is forecasted to be sunny.", "Colour?", earlier) is None
 
 
+def test_a_parroted_reply_with_a_new_opening_is_flagged_as_overlap(bench):
+    first = ("I'm sorry for your loss. I'll be happy to help you with anything else, but I don't have the ability "
+             "to remember messages from earlier conversations.")
+    second = ("I'm sorry for any confusion. I'll be happy to help you with anything else, but I don't have the "
+              "ability to remember messages from earlier conversations.")
+    assert bench.find_repeat(second, "What is my name?", [("Hello, it is me again.", first)]) == ("overlap", 0)
+    story = ("Once upon a time, in a land far away, there lived a small dragon who loved to sing in the rain. "
+             "One day the villagers heard him and brought him warm bread, and he sang for them every evening.")
+    robot = ("Once upon a time, in a land far away, there lived a robot who could not sleep. Every night it counted "
+             "the stars over the city until a little girl taught it to dream.")
+    assert bench.find_repeat(robot, "A robot story?", [("A dragon story?", story)]) is None  # a stock phrase
+
+
 # --- statistics ------------------------------------------------------------------------------------------------
 
 def test_percentile_matches_numpy(bench):
@@ -173,7 +186,7 @@ def test_summary_and_targets(bench):
     assert summary["name_recalled_later_call"] == [2, 2]
     assert summary["colour_recalled_later_call"] == [0, 2]
     assert summary["knowledge_answered"] == [5, 5]
-    assert summary["repeats_exact"] == 0 and summary["failures"] == 0
+    assert summary["repeats_exact"] == summary["repeats_overlap"] == 0 and summary["failures"] == 0
     assert summary["stages"]["stt_ms"]["p50"] == 300.0 and summary["stages"]["endpoint_ms"]["n"] == 0
     rows = {row["target"]: row for row in bench.target_rows(summary, summary)}
     assert rows["voice-to-voice p50 ms"]["met"] is True and rows["voice-to-voice p50 ms"]["ratio"] == 1.0
