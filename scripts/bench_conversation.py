@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
@@ -365,6 +366,7 @@ async def start_server(env_extra: dict[str, str], memory_uri: str, log_path: Pat
 
     from voiceserver.testing.processes import free_port
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the memory seeding may have set up INFO logging
     port = port or free_port()
     env = {**os.environ, "LANCEDB_URI": memory_uri, **env_extra}
     with open(log_path, "wb") as log:  # the child keeps its own descriptor
