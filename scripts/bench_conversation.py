@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,13 +45,25 @@ from typing import Any, TextIO
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-# The baseline: the settings "as they are today", before issue 9's changes. Empty means the server's defaults.
-# Once issue 9's settings are on main the lead fills in their old values here, e.g.
-#   VOICESERVER_AGENT__MODEL=local/smollm2, VOICESERVER_AGENT__PROMPT_BUDGET_TOKENS=0,
-#   VOICESERVER_AGENT__MEMORY__RECALL_TOP_K=3, VOICESERVER_AGENT__MEMORY__RECALL_MESSAGE_RANGE=2,
-#   VOICESERVER_LLM__MAX_TOKENS=160
-# (the server refuses to start on a setting it does not know, so only names that exist on main go here).
-BASELINE_ENV: dict[str, str] = {}
+# The baseline: the settings "as they were" before issue 9, pinned so that new defaults do not move it. Only names
+# that exist on main may go here (the server refuses to start on an unknown setting). Still to add once they land:
+# VOICESERVER_AGENT__PROMPT_BUDGET_TOKENS=0, VOICESERVER_AGENT__MEMORY__RECALL_TOP_K=3,
+# VOICESERVER_AGENT__MEMORY__RECALL_MESSAGE_RANGE=2 (recall is top 3 with 2 neighbours, hard-coded, today).
+# Background LLM calls yielding to live work has no setting: the baseline has it too.
+BASELINE_ENV: dict[str, str] = {
+    "VOICESERVER_AGENT__MODEL": "local/smollm2",
+    "VOICESERVER_AGENT__INSTRUCTIONS": "You are a helpful voice assistant. Answer in one or two short spoken "
+                                      "sentences. Do not use lists, markdown or emoji.",
+    "VOICESERVER_LLM__MAX_TOKENS": "160",
+    # llama.cpp's sampling as it was (temperature 0.3, top_p 0.9, repeat_penalty 1.1, llama.cpp's own rest)
+    "VOICESERVER_LLM__TEMPERATURE": "0.3", "VOICESERVER_LLM__TOP_P": "0.9", "VOICESERVER_LLM__TOP_K": "40",
+    "VOICESERVER_LLM__MIN_P": "0.05", "VOICESERVER_LLM__REPEAT_PENALTY": "1.1", "VOICESERVER_LLM__REPEAT_LAST_N": "64",
+    "VOICESERVER_LLM__FREQUENCY_PENALTY": "0", "VOICESERVER_LLM__PRESENCE_PENALTY": "0",
+    "VOICESERVER_LLM__NO_REPEAT_NGRAM": "0",
+    # replies were not cut at a sentence count, and were capped by llm.max_tokens only
+    "VOICESERVER_TURN__REPLY_MAX_SENTENCES": "0", "VOICESERVER_TURN__LONG_REPLY_MAX_SENTENCES": "0",
+    "VOICESERVER_TURN__REPLY_MAX_TOKENS": "0", "VOICESERVER_TURN__LONG_REPLY_MAX_TOKENS": "0",
+}
 
 CALLER = "bench-caller-ada"  # the resource every call uses
 REPLY_TIMEOUT_S = 60.0  # no complete reply by then: the turn is a failure
@@ -64,7 +77,8 @@ REPEAT_PREFIX_WORDS, REPEAT_PREFIX_SHARE = 8, 0.6  # the same first words (8 or 
 REPEAT_OVERLAP_WORDS = 15  # and so is a run of 15 words in common anywhere (longer than a stock phrase)
 TARGET_P50_MS, TARGET_P95_MS, TARGET_CALL_DRIFT = 1200.0, 1600.0, 0.15
 STAGES = ("endpoint_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms")
-COUNTS = ("prompt_tokens", "cached_tokens", "recalled_messages")
+COUNTS = ("prompt_tokens", "cached_tokens", "recalled_messages")  # per-turn columns; the rest of `metrics` follows
+SUMMARY_COUNTS = (*COUNTS, "history_messages", "completion_tokens")
 REPEAT_KINDS = ("exact", "prefix", "overlap")
 
 
@@ -213,7 +227,7 @@ def summarise(records: list[dict[str, Any]], calls: int) -> dict[str, Any]:
         return [sum(1 for r in chosen if r[ok]), len(chosen)]
 
     stages = {}
-    for key in STAGES + COUNTS:
+    for key in STAGES + SUMMARY_COUNTS:
         values = [float(r["metrics"][key]) for r in records if isinstance(r["metrics"].get(key), int | float)]
         stages[key] = {"p50": median(values), "p95": percentile(values, 95), "n": len(values)}
     return {
@@ -316,7 +330,7 @@ def format_turn(r: dict[str, Any]) -> str:
 
 def format_report(new: dict[str, Any], base: dict[str, Any] | None, rows: list[dict[str, Any]]) -> str:
     out = [f"\n{'':<22} {'p50':>8} {'p95':>8}   {'baseline p50':>12} {'p95':>8}   {'p50 ratio':>9}"]
-    for key in STAGES + COUNTS:
+    for key in STAGES + SUMMARY_COUNTS:
         s, b = new["stages"][key], (base or {}).get("stages", {}).get(key, {})
         out.append(f"{key:<22} {cell(s['p50'], 8)} {cell(s['p95'], 8)}   {cell(b.get('p50'), 12)} "
                    f"{cell(b.get('p95'), 8)}   {cell(ratio(s['p50'], b.get('p50')), 9, 2)}")
@@ -374,19 +388,22 @@ async def start_server(env_extra: dict[str, str], memory_uri: str, log_path: Pat
             [sys.executable, "-m", "voiceserver", "serve", "--port", str(port), "--log-level", "info"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.perf_counter() + READY_TIMEOUT_S
-    async with httpx.AsyncClient() as http:
-        while time.perf_counter() < deadline:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise SystemExit(f"the server exited with {proc.returncode}; log {log_path}:\n{tail}")
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return proc, port
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    await stop_server(proc)
-    raise SystemExit(f"the server was not ready after {READY_TIMEOUT_S:g} s; log {log_path}")
+    try:
+        async with httpx.AsyncClient() as http:
+            while time.perf_counter() < deadline:
+                if proc.poll() is not None:
+                    tail = log_path.read_text(errors="replace")[-2000:]
+                    raise SystemExit(f"the server exited with {proc.returncode}; log {log_path}:\n{tail}")
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        return proc, port
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise SystemExit(f"the server was not ready after {READY_TIMEOUT_S:g} s; log {log_path}")
+    except BaseException:  # not ready, interrupted, cancelled: never leave the server behind
+        await asyncio.shield(stop_server(proc))
+        raise
 
 
 async def stop_server(proc: Any) -> None:
@@ -421,11 +438,13 @@ async def run_conversation(name: str, env: dict[str, str], run: int, args: argpa
         print(f"[{name} run {run + 1}] seeded {args.seed_turns} earlier turns in {threads} threads "
               f"({seeded_s:.1f} s)", file=out, flush=True)
     proc, port = await start_server(env, str(memory_dir), log_path, args.port)
-    print(f"[{name} run {run + 1}] server log: {log_path}  env: {env or '(defaults)'}", file=out, flush=True)
     records: list[dict[str, Any]] = []
     earlier: list[tuple[str, str]] = []
     late_ms = 0.0
-    try:
+    try:  # from here on, whatever happens (a closed stdout too), the server is stopped
+        shown = " ".join(f"{k.removeprefix('VOICESERVER_')}={v if len(v) < 30 else v[:27] + '...'}"
+                         for k, v in env.items())
+        print(f"[{name} run {run + 1}] server log: {log_path}\n  settings: {shown or 'the defaults'}", file=out)
         print(TURN_HEADER, file=out, flush=True)
         for call in range(args.calls):
             async with TRANSPORTS[args.transport](f"http://127.0.0.1:{port}", CALLER,
@@ -444,7 +463,7 @@ async def run_conversation(name: str, env: dict[str, str], run: int, args: argpa
                 await link.end()
             await asyncio.sleep(CALL_GAP_S)
     finally:
-        await stop_server(proc)
+        await asyncio.shield(stop_server(proc))
         shutil.rmtree(memory_dir, ignore_errors=True)
     if late_ms > 50:
         print(f"[{name} run {run + 1}] warning: the caller's mic ran up to {late_ms:.0f} ms late (a busy client "
@@ -462,6 +481,8 @@ def speak_script(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    # SIGTERM cancels the run like Ctrl-C does, so the server is stopped on the way out.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     out = sys.stderr if args.json else sys.stdout
     extra_env = dict(args.env)
     started = time.perf_counter()
@@ -531,7 +552,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    report = asyncio.run(main_async(args))
+    try:
+        report = asyncio.run(main_async(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise SystemExit("interrupted; the server was stopped") from None
     if args.json:
         json.dump(report, sys.stdout, indent=1, default=str)
         print()

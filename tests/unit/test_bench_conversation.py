@@ -223,6 +223,22 @@ def test_small_talk_is_varied_reproducible_and_free_of_the_facts(bench):
         assert not bench.mentions(user + " " + assistant, ("ada", "blue", "my name"))
 
 
+# --- the baseline ---------------------------------------------------------------------------------------------
+
+def test_the_baseline_env_names_settings_the_server_knows(bench, monkeypatch):
+    from voiceserver.settings import load_settings
+
+    for key, value in bench.BASELINE_ENV.items():
+        assert key.startswith("VOICESERVER_") and isinstance(value, str)
+        monkeypatch.setenv(key, value)
+    settings = load_settings()  # raises SettingsError on an unknown name or a bad value
+    for key, value in bench.BASELINE_ENV.items():
+        field = settings
+        for part in key.removeprefix("VOICESERVER_").lower().split("__"):
+            field = getattr(field, part)
+        assert field == type(field)(value), key
+
+
 # --- arguments -------------------------------------------------------------------------------------------------
 
 def test_parse_args_defaults(bench):

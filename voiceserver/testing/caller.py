@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from ..events import PCM16_16K, AudioFormat
+from ..audio.format import PCM16_16K, AudioFormat
 
 RATE = 16000
 VOICED_THRESHOLD = 500  # |sample| above this counts as voice (Piper's silence is exact zeros)
