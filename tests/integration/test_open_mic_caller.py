@@ -75,3 +75,15 @@ async def test_a_turn_without_a_reply_is_a_failure_and_the_call_goes_on():
     assert empty.failure == "nothing heard (empty transcript)" and empty.reply_text == ""
     assert third.failure is None and third.transcript == "third" and third.reply_text == "On time."
     assert third.voice_to_voice_ms > 400
+
+
+async def test_a_reply_that_started_in_time_may_take_longer_to_play_out():
+    reply = "This is a long story told slowly, with enough words to last a few seconds of audio."
+    agent = Agent(name="Assistant", instructions="Be brief.", model=ScriptedChatModel([reply]))
+    async with voice_server(agent=agent, stt=ScriptedSTT(["tell me a story"]), tts=ToneTTS(ms_per_char=30)) as vs, \
+            native_link(vs.ws_url, resource="ada", thread="call-3") as link, \
+            OpenMicCaller(link, reply_timeout_s=1.5, gap_s=0.1) as caller:
+        heard = await caller.say(spoken("Tell me a story."))
+    # About 2.5 s of audio, paced in real time: response.done comes well after the 1.5 s reply timeout.
+    assert heard.failure is None and heard.reply_text == reply
+    assert heard.audio_ms > 2000 and heard.done_at - heard.speech_end_at > 1.5

@@ -37,7 +37,7 @@ from ..audio.format import PCM16_16K, AudioFormat
 RATE = 16000
 VOICED_THRESHOLD = 500  # |sample| above this counts as voice (Piper's silence is exact zeros)
 MAX_UTTERANCE_S = 30.0  # the server's default limits.max_utterance_s: a longer question is refused here
-MAX_LISTEN_S = 300.0  # never wait longer than this for a reply to play out
+MAX_REPLY_S = 300.0  # once a reply's audio has started, it may take this long to finish (a story is long)
 
 
 class CallClosed(Exception):
@@ -207,6 +207,11 @@ class TurnCollector:
             return self._fail(f"session closed ({item.get('reason')})")
         return self.done
 
+    @property
+    def replying(self) -> bool:
+        """Reply audio of this question has arrived (and was not cut)."""
+        return bool(self._first_audio)
+
     def idle(self, *, utterance_sent: bool) -> bool:
         """A quiet second: once the whole question was sent, every turn it started ended without words, and no
         reply is under way, nothing more will come."""
@@ -223,16 +228,18 @@ class TurnCollector:
 class OpenMicCaller:
     """Streams frames of ``frame_ms`` in real time for the whole call (silence unless a question is being said).
 
-    ``reply_timeout_s`` bounds each question: no complete reply that long after the question was said is recorded
-    as a failure, never a hang.
+    ``reply_timeout_s`` bounds each question: no reply audio that long after the question was said is recorded as
+    a failure, never a hang; a reply that has started has ``max_reply_s`` from its first audio to finish.
     ``gap_s`` is the pause after a reply has played out before the next question. ``max_late_ms`` is the worst
     delay of a frame behind its real-time slot (a starved client would distort the figures).
     """
 
-    def __init__(self, link: CallLink, *, frame_ms: int = 20, reply_timeout_s: float = 60.0, gap_s: float = 1.0):
+    def __init__(self, link: CallLink, *, frame_ms: int = 20, reply_timeout_s: float = 60.0, gap_s: float = 1.0,
+                 max_reply_s: float = MAX_REPLY_S):
         self.link = link
         self.frame_ms = frame_ms
         self.reply_timeout_s = reply_timeout_s
+        self.max_reply_s = max_reply_s
         self.gap_s = gap_s
         self.max_late_ms = 0.0
         self.sent_ms = 0.0
@@ -299,11 +306,15 @@ class OpenMicCaller:
         heard = HeardTurn(question=utterance.text)
         collector = TurnCollector(heard, self.link.output_format, self._finished)
         deadline = time.perf_counter() + PCM16_16K.ms_for_bytes(len(utterance.audio)) / 1000 + self.reply_timeout_s
+        replying = False
         try:
             while not collector.done:
+                if collector.replying and not replying:  # the reply is under way: give it time to finish
+                    replying, deadline = True, max(deadline, time.perf_counter() + self.max_reply_s)
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
-                    heard.failure = f"no reply in {self.reply_timeout_s:g} s"
+                    heard.failure = (f"reply not finished {self.max_reply_s:g} s after its first audio" if replying
+                                     else f"no reply in {self.reply_timeout_s:g} s")
                     break
                 if self._pacer.done():
                     raise CallClosed("the microphone stopped")
@@ -331,7 +342,7 @@ class OpenMicCaller:
         """Keep the mic open (silence) until the reply has played out, report it as heard, then wait the gap."""
         now = time.perf_counter()
         end = max(t for t in (heard.playout_end_at, heard.done_at, now) if t is not None)
-        await asyncio.sleep(min(end - now, MAX_LISTEN_S))
+        await asyncio.sleep(min(end - now, self.max_reply_s))
         if heard.turn_id and heard.audio_ms:
             with contextlib.suppress(CallClosed, OSError):
                 await self.link.played(heard.turn_id, int(heard.audio_ms))
