@@ -46,15 +46,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # The baseline: the settings "as they were" before issue 9, pinned so that new defaults do not move it. Only names
-# that exist on main may go here (the server refuses to start on an unknown setting). Still to add once they land:
-# VOICESERVER_AGENT__PROMPT_BUDGET_TOKENS=0, VOICESERVER_AGENT__MEMORY__RECALL_TOP_K=3,
-# VOICESERVER_AGENT__MEMORY__RECALL_MESSAGE_RANGE=2 (recall is top 3 with 2 neighbours, hard-coded, today).
-# Background LLM calls yielding to live work has no setting: the baseline has it too.
+# that exist on main may go here (the server refuses to start on an unknown setting). Background LLM calls yielding
+# to live work, and a new prompt window per call, have no setting: the baseline has them too.
 BASELINE_ENV: dict[str, str] = {
     "VOICESERVER_AGENT__MODEL": "local/smollm2",
     "VOICESERVER_AGENT__INSTRUCTIONS": "You are a helpful voice assistant. Answer in one or two short spoken "
                                       "sentences. Do not use lists, markdown or emoji.",
     "VOICESERVER_LLM__MAX_TOKENS": "160",
+    # the whole history and resource-wide recall (top 3, 2 neighbours each, every hit) went into the prompt
+    "VOICESERVER_AGENT__PROMPT_BUDGET_TOKENS": "0",
+    "VOICESERVER_AGENT__MEMORY__RECALL_TOP_K": "3", "VOICESERVER_AGENT__MEMORY__RECALL_MESSAGE_RANGE": "2",
+    "VOICESERVER_AGENT__MEMORY__RECALL_THRESHOLD": "-1",  # cosine >= -1: no threshold
     # llama.cpp's sampling as it was (temperature 0.3, top_p 0.9, repeat_penalty 1.1, llama.cpp's own rest)
     "VOICESERVER_LLM__TEMPERATURE": "0.3", "VOICESERVER_LLM__TOP_P": "0.9", "VOICESERVER_LLM__TOP_K": "40",
     "VOICESERVER_LLM__MIN_P": "0.05", "VOICESERVER_LLM__REPEAT_PENALTY": "1.1", "VOICESERVER_LLM__REPEAT_LAST_N": "64",
