@@ -547,3 +547,12 @@ def test_real_speech_over_the_reply_stops_its_audio_at_once_and_interrupts_it():
             assert cancelled.reason == "barge_in"
 
     run_virtual(scenario())
+
+
+def test_a_reply_cut_at_its_limit_still_reports_its_prompt():
+    from voiceserver.session.agent_port import TurnStats, translate_agent_chunk
+
+    actions = translate_agent_chunk("prompt-read", {"usage": {"prompt_tokens": 240, "cached_tokens": 200}}, "r",
+                                    question_for=lambda n, a: "", schema_for=lambda w, s: None,
+                                    known_workflows=frozenset())
+    assert actions == [TurnStats({"prompt_tokens": 240.0, "cached_tokens": 200.0})]

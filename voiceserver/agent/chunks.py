@@ -38,7 +38,7 @@ from ..llm.base import ChatMessage, Usage
 ChunkType = Literal[
     "start", "context", "step-start", "text-start", "text-delta", "text-end", "tool-call", "tool-result", "tool-error",
     "tool-call-approval", "tool-call-suspended", "tool-output-denied", "object", "object-result", "step-finish",
-    "tripwire", "finish", "error", "abort",
+    "tripwire", "finish", "error", "abort", "prompt-read",
 ]
 
 FinishReason = Literal[

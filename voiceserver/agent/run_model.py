@@ -14,7 +14,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..llm.base import ChatMessage, ChatModel, ChatRequest, Finish, TextDelta, ToolCall, ToolCallChunk, ToolSpec, Usage
+from ..llm.base import (
+    ChatMessage,
+    ChatModel,
+    ChatRequest,
+    Finish,
+    PromptRead,
+    TextDelta,
+    ToolCall,
+    ToolCallChunk,
+    ToolSpec,
+    Usage,
+)
 from ..logs import get_logger
 from ..runs.structured import parse_partial_json
 from .repetition import NUDGE, RepetitionGuard, is_repeat
@@ -106,6 +117,9 @@ class ModelStep:
                     out.calls.append(call)
                     await self.emit("tool-call", {"tool_call_id": call.id, "tool_name": call.name,
                                                   "args": call.arguments})
+                elif isinstance(chunk, PromptRead):
+                    await self.emit("prompt-read", {"usage": {"prompt_tokens": chunk.usage.prompt_tokens,
+                                                              "cached_tokens": chunk.usage.cached_tokens}})
                 elif isinstance(chunk, Finish):
                     out.finish = chunk
         finally:

@@ -130,12 +130,21 @@ class ToolCallChunk:
 
 
 @dataclass(slots=True)
+class PromptRead:
+    """The model has read the prompt: how big it was and how much of it came from the prompt cache. Sent by
+    providers that know it before the answer (the local model, just before its first token), so a reply cut short
+    still reports its prompt; ``Finish.usage`` carries the same figures at the end."""
+
+    usage: Usage
+
+
+@dataclass(slots=True)
 class Finish:
     reason: Literal["stop", "length", "tool_calls", "content_filter"] = "stop"
     usage: Usage = field(default_factory=Usage)
 
 
-ChatChunk = TextDelta | ToolCallChunk | Finish
+ChatChunk = TextDelta | ToolCallChunk | PromptRead | Finish
 
 
 @dataclass(slots=True)
@@ -224,7 +233,7 @@ class ChatModel:
                 text.append(chunk.text)
             elif isinstance(chunk, ToolCallChunk):
                 calls.append(chunk.call)
-            else:
+            elif isinstance(chunk, Finish):
                 finish = chunk
         return ChatResult("".join(text), calls, finish.reason, finish.usage)
 

@@ -48,6 +48,7 @@ from .base import (
     ChatRequest,
     Finish,
     ModelCapabilities,
+    PromptRead,
     TextDelta,
     ToolCall,
     ToolCallChunk,
@@ -333,6 +334,8 @@ class LlamaCppModel(ChatModel):
             async for kind, value in items:
                 if kind == "text":
                     yield TextDelta(value)
+                elif kind == "prompt":
+                    yield PromptRead(value)
                 elif kind == "tool_call":
                     name, args = value
                     yield ToolCallChunk(ToolCall(id=ToolCall.new_id(), name=name, arguments=args))
@@ -393,9 +396,13 @@ class LlamaCppModel(ChatModel):
             blocker = None
             if plan.answer_grammar is None and self.sampling.no_repeat_ngram:
                 blocker = self._ngram_blocker(request, len(tokens))
+            announced = False
             for piece in self._generate(ctx, tokens, plan.answer_grammar, plan, budget, cancel, usage, answer,
                                         blocker):
                 out = stopper.feed(piece)
+                if out and not announced:
+                    announced = True  # the prompt is read: say how much of it the cache served, before any text
+                    emit(("prompt", Usage(prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens)))
                 if out and not emit(("text", out)):
                     raise Cancelled
                 if stopper.stopped:

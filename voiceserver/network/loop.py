@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engines import ProviderError
-from ..llm.base import ChatMessage, ChatModel, ChatRequest, TextDelta, Usage
+from ..llm.base import ChatMessage, ChatModel, ChatRequest, Finish, TextDelta, Usage
 from ..logs import get_logger, log_context
 from ..runs.errors import StructuredOutputError
 from ..runs.ports import NetworkHost
@@ -313,7 +313,7 @@ class NetworkRun:
                     if partial is not None and partial != last:
                         last = partial
                         self.emit("network-object", {"object": partial})
-            elif hasattr(chunk, "usage"):
+            elif isinstance(chunk, Finish):
                 st.usage.add(chunk.usage)
         try:
             obj = structured.validate(text)

@@ -254,7 +254,7 @@ def translate_agent_chunk(chunk_type: str, payload: dict[str, Any], run_id: str 
         return [AskWorkflow(question, hand_over=True)] if question is not None else []
     if chunk_type == "context":
         return [context_stats(payload)]
-    if chunk_type == "finish":
+    if chunk_type in ("finish", "prompt-read"):
         stats = usage_stats(payload.get("usage"))
         return [stats] if stats is not None else []
     if chunk_type == "error":
