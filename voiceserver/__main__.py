@@ -1,4 +1,4 @@
-"""The command line: ``voiceserver serve | models fetch | models list | talk``."""
+"""The command line: ``voiceserver serve | models fetch | models list | token issue | talk``."""
 
 from __future__ import annotations
 
@@ -75,6 +75,32 @@ def _models_to_fetch(args: argparse.Namespace, settings: Any) -> list[str] | Non
     return required_models(settings)
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """``token issue``: print a caller token signed with auth.token_secret (docs/security.md)."""
+    import time
+
+    from .identity import issue_token
+
+    settings = _load(args)
+    secret = settings.auth.token_secret
+    if secret is None:
+        print("voiceserver: no token secret: set VOICESERVER_AUTH__TOKEN_SECRET (or auth.token_secret in --config)",
+              file=sys.stderr)
+        return 2
+    limit = settings.auth.max_token_ttl_s
+    if not 0 < args.ttl <= limit:
+        print(f"voiceserver: --ttl must be from 1 to {limit} seconds (auth.max_token_ttl_s)", file=sys.stderr)
+        return 2
+    try:
+        token = issue_token(secret.get_secret_value(), args.resource, now=time.time(), ttl_s=args.ttl,
+                            thread=args.thread, agent=args.agent)
+    except ValueError as exc:
+        print(f"voiceserver: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
 def cmd_talk(args: argparse.Namespace) -> int:
     from .client import talk_main
 
@@ -114,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     common(lst)
     models.set_defaults(func=cmd_models)
 
+    token = sub.add_parser("token", help="issue caller tokens (signed with auth.token_secret)")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    issue = tsub.add_parser(
+        "issue", help="print a token that lets its holder act as one caller",
+        description="Print a caller token: its holder's sessions and REST calls are bound to --resource (and to "
+                    "--thread / --agent when given) until it expires. Needs VOICESERVER_AUTH__TOKEN_SECRET.")
+    issue.add_argument("--resource", required=True, help="the caller's resource id (whose memory it is)")
+    issue.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (default 3600)")
+    issue.add_argument("--agent", metavar="NAME", help="bind the token to this agent")
+    issue.add_argument("--thread", metavar="ID", help="bind the token to this conversation")
+    common(issue)
+    token.set_defaults(func=cmd_token)
+
     talk = sub.add_parser(
         "talk", help="talk to a server: one turn from a file or text, or a conversation from a microphone",
         description="One turn (--file WAV or --text, reply saved with --out), or a continuous conversation until "
@@ -136,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--realtime", action="store_true",
                       help="pace the audio in real time (default: as fast as possible)")
     talk.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the reply")
-    talk.add_argument("--api-key", help="API key if the server requires one")
+    talk.add_argument("--api-key", help="API key or caller token (voiceserver token issue) if the server requires one")
     talk.add_argument("--push-to-talk", action="store_true",
                       help="send audio only while talking: space starts, space again sends (input.commit)")
     talk.add_argument("--input-device", metavar="ID", help="microphone: a number or a name from --list-devices")

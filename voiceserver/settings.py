@@ -164,6 +164,18 @@ class LimitsConfig(_Section):
     max_turn_s: float = Field(120.0, gt=0)
     inbound_queue_frames: int = Field(500, ge=10)
     outbound_queue_messages: int = Field(1000, ge=10)
+    # Per caller (docs/security.md): a caller token, and the IP address of a token's or an unauthenticated request.
+    # Admin keys, phone calls and an open server (no keys, no secret) are not limited per caller. 0 turns one off.
+    token_max_sessions: int = Field(4, ge=0, description="open sessions per caller token (then too_many_sessions)")
+    ip_max_sessions: int = Field(20, ge=0, description="open sessions of token callers per IP address")
+    token_sessions_per_minute: int = Field(20, ge=0, description="new sessions per token and minute (rate_limited)")
+    ip_sessions_per_minute: int = Field(60, ge=0, description="new token sessions per IP address and minute")
+    token_requests_per_minute: int = Field(120, ge=0, description="REST requests per token and minute")
+    ip_requests_per_minute: int = Field(
+        600, ge=0, description="REST requests per IP address and minute, from token callers and from requests "
+                               "without a valid credential")
+    max_tracked_keys: int = Field(100_000, ge=100, le=10_000_000,
+                                  description="rate counters kept per kind (idle ones expire after a minute)")
 
 
 class TurnConfig(_Section):
@@ -203,6 +215,44 @@ class TurnConfig(_Section):
     apology: str = Field(
         "Sorry, something went wrong on my side. Could you say that again?", max_length=400,
         description="spoken when a provider fails and no fallback is left ('' to stay silent)")
+
+
+class AuthConfig(_Section):
+    """Who may do what (docs/security.md): caller tokens and the browser Origin allow-list. Admin API keys are the
+    top-level ``api_keys`` (``VOICESERVER_API_KEYS``)."""
+
+    token_secret: SecretStr | None = Field(
+        None, description="signs and verifies caller tokens (HMAC-SHA256); at least 32 characters, random "
+                          "(voiceserver token issue); unset: no caller tokens are accepted")
+    previous_token_secrets: list[SecretStr] = Field(
+        default_factory=list, description="secrets still accepted for verification while tokens signed with them "
+                                          "expire (rotation); never used to sign")
+    clock_skew_s: float = Field(30.0, ge=0, le=600, description="tolerance on a token's iat and exp, for clocks "
+                                                                 "that disagree between the issuer and the server")
+    max_token_ttl_s: int = Field(30 * 86400, ge=60, description="longest lifetime `voiceserver token issue` signs")
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: ["self", "localhost"],
+        description="browser origins that may open a WebSocket or call /v1/ (self: pages this server serves; "
+                    "localhost: any local port; *: any; or https://host[:port])")
+
+    @field_validator("token_secret", "previous_token_secrets")
+    @classmethod
+    def _long_secret(cls, value: Any) -> Any:
+        for secret in value if isinstance(value, list) else [value]:
+            if secret is not None and len(secret.get_secret_value()) < 32:
+                raise ValueError("a token secret needs at least 32 characters (python -c 'import secrets; "
+                                 "print(secrets.token_urlsafe(32))')")
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        from .identity.origins import ORIGIN_PATTERN
+
+        for origin in value:
+            if not ORIGIN_PATTERN.fullmatch(origin):
+                raise ValueError(f"origin {origin!r} must be self, localhost, * or scheme://host[:port]")
+        return value
 
 
 class TwilioConfig(_Section):
@@ -331,6 +381,7 @@ class Settings(BaseSettings):
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     openai_endpoints: OpenAIEndpointsConfig = Field(default_factory=OpenAIEndpointsConfig)
     webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -371,6 +422,17 @@ class Settings(BaseSettings):
         return self.tts_chain[0]
 
     @property
+    def token_secrets(self) -> list[str]:
+        """The secrets caller tokens are verified with: the current one first, then the previous ones."""
+        values = [self.auth.token_secret, *self.auth.previous_token_secrets]
+        return [v.get_secret_value() for v in values if v is not None]
+
+    @property
+    def open_access(self) -> bool:
+        """No API keys and no token secret: anyone may act for any resource (local use)."""
+        return not any(k.get_secret_value() for k in self.api_keys) and not self.token_secrets
+
+    @property
     def agent_configs(self) -> list[AgentConfig]:
         """The default agent first, then the extra ones (names are unique)."""
         return [self.agent, *[a for a in self.agents if a.name != self.agent.name]]
@@ -378,7 +440,8 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, so the logger can scrub them."""
         values = [self.openai_api_key, self.google_ai_api_key, self.llm.openai_compatible_api_key, *self.api_keys,
-                  self.twilio.auth_token, *(server.credential for server in self.webrtc.ice_servers)]
+                  self.twilio.auth_token, self.auth.token_secret, *self.auth.previous_token_secrets,
+                  *(server.credential for server in self.webrtc.ice_servers)]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         found += [v for k, v in self.lancedb_storage_options.items()
                   if any(word in k.lower() for word in ("key", "secret", "token", "password")) and v]
@@ -430,6 +493,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+_SECRET_WORDS = ("secret", "key", "token", "password", "credential")
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem: the field path, what is wrong, and the allowed values when there is a fixed set."""
     lines = []
@@ -441,7 +507,7 @@ def describe_validation_error(exc: ValidationError) -> str:
             msg = f"invalid value {err.get('input')!r}; allowed values: {ctx['expected']}"
         elif err["type"] == "extra_forbidden":
             msg = "unknown setting"
-        else:
+        elif not any(word in where.lower() for word in _SECRET_WORDS):  # a secret's value is never echoed
             msg = f"{msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], dict) else msg
         lines.append(f"{where}: {msg}")
     return "; ".join(lines)

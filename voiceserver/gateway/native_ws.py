@@ -1,8 +1,9 @@
 """The native WebSocket gateway (``/v1/voice``): a thin loop between a Starlette WebSocket and a Session.
 
 Receive: every frame is decoded by native_codec into an inbound event and handed to ``Session.handle``. Send: a task
-drains the session's outbox and encodes each event. Close codes: 1008 bad credentials or ids in the URL, 1009 a frame
-over the limit, 1013 server full, 1001 server shutting down, 1000 normal.
+drains the session's outbox and encodes each event. Close codes: 1008 ids in the URL or a ``session.start`` the
+credential does not allow (``forbidden_resource``), 1009 a frame over the limit, 1013 server full or a caller's
+limits, 1001 server shutting down, 1000 normal. Bad credentials are refused before the upgrade (HTTP 403).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import contextlib
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ..identity import Refusal
 from ..logs import get_logger, log_context
+from ..server.auth import deny_upgrade
 from ..session import Session
 from ..session.events import ErrorEvent, SessionClosed
 from ..session.outbox import OutboxClosed
 from .fast_audio import AUDIO_SINK
 from .hub import SessionHub
+from .hub import close_code as close_code_for
 from .native_codec import InvalidInput, decode_binary, decode_text, encode_event, frame_too_large, initial_config
 
 log = get_logger("GATEWAY")
@@ -33,8 +37,9 @@ def credentials(ws: WebSocket) -> str | None:
 
 async def native_voice_endpoint(ws: WebSocket) -> None:
     hub: SessionHub = ws.app.state.hub
-    if not hub.authorize(credentials(ws)):
-        await ws.close(code=1008, reason="missing or invalid API key")
+    caller = hub.authenticate(credentials(ws), client=ws.client.host if ws.client else None)
+    if isinstance(caller, Refusal):
+        await deny_upgrade(ws, caller)
         return
     initial = initial_config(ws.query_params)
     if isinstance(initial, InvalidInput):
@@ -42,12 +47,11 @@ async def native_voice_endpoint(ws: WebSocket) -> None:
         await ws.send_text(encode_event(ErrorEvent(initial.code, initial.message, fatal=True)))
         await ws.close(code=1008, reason="invalid id")
         return
-    session = hub.open("native", defaults=initial)
-    if session is None:
+    session = hub.open("native", caller=caller, defaults=initial)
+    if isinstance(session, Refusal):
         await ws.accept()
-        code, error, reason = hub.refusal()
-        await ws.send_text(encode_event(ErrorEvent(error, reason)))
-        await ws.close(code=code, reason=reason)
+        await ws.send_text(encode_event(ErrorEvent(session.code, session.message)))
+        await ws.close(code=session.close_code, reason=session.message[:120])
         return
     await ws.accept()
     try:
@@ -120,8 +124,8 @@ async def _send_loop(ws: WebSocket, session: Session) -> None:
                 await ws.send_bytes(payload)
             else:
                 await ws.send_text(payload)
-            if isinstance(event, SessionClosed) and event.reason == "server_shutdown":
-                close_code = 1001
+            if isinstance(event, SessionClosed):
+                close_code = close_code_for(event.reason)
     except OutboxClosed:
         pass
     except (WebSocketDisconnect, RuntimeError, OSError):

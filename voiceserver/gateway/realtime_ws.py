@@ -9,8 +9,10 @@ order. Send: one task drains the outbox; session events become server events thr
 Connection: ``Authorization: Bearer <key>`` (or ``?api_key=``, or the browser subprotocol
 ``openai-insecure-api-key.<key>``), checked by the hub; ``OpenAI-Beta: realtime=v1`` (or the subprotocol
 ``openai-beta.realtime-v1``) selects the beta dialect, else GA; ``?model=`` names a configured agent (others get the
-default agent); ``?resource=`` / ``?thread=`` are the caller's memory ids. Close codes: 1008 bad ids, 1009 an event
-over the limit, 1013 server full, 1001 server shutting down, 1000 normal.
+default agent, or a caller token's own); ``?resource=`` / ``?thread=`` are the caller's memory ids (a caller token's
+when left out; others than the token's are ``forbidden_resource``). Close codes: 1008 bad ids or
+``forbidden_resource``, 1009 an event over the limit, 1013 server full or the caller's limits, 1001 server shutting
+down, 1000 normal. A refused credential is answered 403 before the upgrade.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..audio.format import AudioChunk
 from ..engines import ProviderError
+from ..identity import Refusal
 from ..ids import InvalidIdError, new_id, validate_id
 from ..logs import get_logger, log_context
+from ..server.auth import deny_upgrade
 from ..session import Session
 from ..session.agent_adapter import AgentAdapter
-from ..session.events import Event, SessionClosed
+from ..session.events import Event, SessionClosed, SessionConfig
 from ..session.outbox import OutboxClosed
 from ..tts.fallback import FallbackTTS
 from . import realtime_codec as codec
@@ -87,8 +91,9 @@ async def realtime_endpoint(ws: WebSocket) -> None:
     hub: SessionHub = ws.app.state.hub
     config = ws.app.state.voice.settings.openai_endpoints
     protocols = [p.strip() for p in ws.scope.get("subprotocols") or []]
-    if not hub.authorize(_credential(ws, protocols)):
-        await ws.close(code=1008, reason="missing or invalid API key")
+    caller = hub.authenticate(_credential(ws, protocols), client=ws.client.host if ws.client else None)
+    if isinstance(caller, Refusal):
+        await deny_upgrade(ws, caller)
         return
     dialect: Dialect = ("beta" if "realtime=v1" in ws.headers.get("openai-beta", "") or BETA_PROTOCOL in protocols
                         else "ga")
@@ -102,7 +107,8 @@ async def realtime_endpoint(ws: WebSocket) -> None:
         await ws.close(code=1008, reason="invalid id")
         return
     model = ws.query_params.get("model") or "voiceserver"
-    identity.agent = model if model in hub.deps.agents else hub.deps.default_agent
+    fixed = caller.agent if caller.agent in hub.deps.agents else None  # a caller token may name its agent
+    identity.agent = model if model in hub.deps.agents else fixed or hub.deps.default_agent
     base = hub.deps.agents[identity.agent]
     instructions = ""
     if isinstance(base, AgentAdapter):
@@ -119,13 +125,15 @@ async def realtime_endpoint(ws: WebSocket) -> None:
     if isinstance(base, AgentAdapter):
         port = RealtimeAnswerer(base.agent, key=identity.agent, state=state, server_tts=hub.deps.tts,
                                 base_instructions=instructions)
-    session = hub.open("realtime", agents={identity.agent: port})
+    session = hub.open("realtime", caller=caller, agents={identity.agent: port}, defaults=SessionConfig(
+        resource=identity.resource, thread=identity.thread, agent=identity.agent))
     await ws.accept(subprotocol=subprotocol)
-    if session is None:
-        code, error, reason = hub.refusal()
-        await ws.send_text(codec.encode(codec.error_event(error, reason, kind="server_error"), dialect) or "")
-        await ws.close(code=code, reason=reason)
+    if isinstance(session, Refusal):
+        kind = "server_error" if session.status >= 500 else "invalid_request_error"
+        await ws.send_text(codec.encode(codec.error_event(session.code, session.message, kind=kind), dialect) or "")
+        await ws.close(code=session.close_code, reason=session.message[:120])
         return
+    identity.resource, identity.thread = session.defaults.resource, session.defaults.thread  # a token's own
     state.session_id = session.id
     try:
         with log_context(session_id=session.id):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ..identity import Refusal, vouched_call
 from ..logs import get_logger, log_context
 from ..session import Session
 from ..session.events import (
@@ -98,11 +99,11 @@ class MediaStreamCall:
             self._bad(admitted)
             await self._close(1008)
             return
-        session = self.hub.open(self.codec.name, defaults=admitted)
-        if session is None:
-            code, error, reason = self.hub.refusal()
-            self._bad(StreamBadInput(error, reason))
-            await self._close(code)
+        caller = vouched_call(admitted.resource, admitted.thread, admitted.agent)  # what admit verified
+        session = self.hub.open(self.codec.name, caller=caller, defaults=admitted)
+        if isinstance(session, Refusal):
+            self._bad(StreamBadInput(session.code, session.message))
+            await self._close(session.close_code)
             return
         self.session = session
         reason = "caller_gone"

@@ -60,8 +60,10 @@ def _auth_token(config: TwilioConfig) -> str | None:
 
 
 def stream_secret(config: TwilioConfig, hub: SessionHub) -> str | None:
-    """What stream tokens are signed with: the auth token, else the first API key; None on an open server."""
-    return _auth_token(config) or (hub.api_keys[0] if hub.api_keys else None)
+    """What stream tokens are signed with: the auth token, else the first API key, else the caller-token secret;
+    None on an open server."""
+    secrets = [*hub.api_keys, *hub.authenticator.token_secrets[:1]]
+    return _auth_token(config) or (secrets[0] if secrets else None)
 
 
 # --- the webhook ------------------------------------------------------------------------------------------------
@@ -152,7 +154,8 @@ async def twilio_voice_webhook(request: Request) -> Response:
 
 def admit_call(start: StreamStart, config: TwilioConfig, hub: SessionHub) -> SessionConfig | StreamBadInput:
     """The session defaults of a stream's start, if it may be served: on a server with a secret (auth token or
-    API keys) the start must carry the webhook's token for this call, or an API key."""
+    API keys, or a caller-token secret) the start must carry the webhook's token for this call, or an admin API key
+    (a caller token is not enough: the call's identity is the webhook's to choose)."""
     params = start.parameters
     identity = {k: params[k] for k in IDENTITY_KEYS if params.get(k)}
     if "resource" not in identity and config.identify_callers:  # hand-written TwiML may name only the caller
@@ -162,8 +165,9 @@ def admit_call(start: StreamStart, config: TwilioConfig, hub: SessionHub) -> Ses
     secret = stream_secret(config, hub)
     if secret is not None:
         presented = params.get("token")
+        admin = hub.authorize(presented) if hub.api_keys else None
         if not (stream_token_valid(secret, presented, start.call_id, identity)
-                or (hub.api_keys and hub.authorize(presented))):
+                or (admin is not None and admin.role == "admin")):
             return StreamBadInput("unauthorized", "the stream's start carries no valid token for this call",
                                   fatal=True)
     try:

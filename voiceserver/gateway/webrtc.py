@@ -1,8 +1,10 @@
 """The WebRTC gateway's HTTP side: signalling and the sessions it opened.
 
 - ``POST /v1/webrtc/offer``: an SDP offer (with the ``events`` data channel and an audio m-line) -> 200 with the
-  answer and the ``session_id``; 400 ``invalid_offer`` / ``invalid_id`` / ``invalid_sdp``, 401 ``unauthorized``,
-  413 ``body_too_large``, 501 ``not_installed`` (no aiortc), 503 ``server_full`` / ``server_shutdown``.
+  answer and the ``session_id``; 400 ``invalid_offer`` / ``invalid_id`` / ``invalid_sdp``, 401 ``unauthorized`` /
+  ``token_expired``, 403 ``forbidden_resource`` (ids a caller token does not allow) / ``forbidden_origin``, 413
+  ``body_too_large``, 429 ``too_many_sessions`` / ``rate_limited``, 501 ``not_installed`` (no aiortc), 503
+  ``server_full`` / ``server_shutdown``.
 - ``DELETE /v1/webrtc/sessions/{session_id}``: end the session (memory is saved) -> 200, or 404 ``session_not_found``.
 - ``GET /v1/webrtc/config``: the ICE servers a browser should use -> ``{"ice_servers": [...]}``.
 
@@ -22,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..identity import Caller, Refusal
 from ..logs import get_logger
 from ..settings import WebRtcConfig
 from .hub import SessionHub
@@ -57,24 +60,25 @@ class WebRtcGateway:
             self._peer_module = importlib.import_module(".webrtc_peer", __package__)
         return self._peer_module
 
-    def _authorized(self, request: Request, token: str | None = None) -> bool:
-        return self.hub.authorize(credential_from(request.headers, request.query_params, token))
+    def _caller(self, request: Request, token: str | None = None) -> Caller | Refusal:
+        return self.hub.authenticate(credential_from(request.headers, request.query_params, token),
+                                     client=request.client.host if request.client else None)
 
     async def offer(self, request: Request) -> Response:
         body = await _read_limited(request, self.config.max_offer_bytes)
         parsed = parse_offer(body, max_bytes=self.config.max_offer_bytes)
         if isinstance(parsed, SignallingError):
             return _error(parsed)
-        if not self._authorized(request, parsed.token):
-            return _error(SignallingError(401, "unauthorized", "missing or invalid API key"))
+        caller = self._caller(request, parsed.token)
+        if isinstance(caller, Refusal):
+            return _refused(caller)
         try:
             peers = self._load_peer_module()
         except ImportError as exc:
             return _error(SignallingError(501, "not_installed", str(exc)))
-        session = self.hub.open("webrtc", defaults=parsed.config)
-        if session is None:
-            _, code, message = self.hub.refusal()
-            return _error(SignallingError(503, code, message))
+        session = self.hub.open("webrtc", caller=caller, defaults=parsed.config)
+        if isinstance(session, Refusal):
+            return _refused(session)
         peer = None
         try:
             peer = peers.WebRtcPeer(self.hub, session, self.config, parsed.config)
@@ -99,11 +103,12 @@ class WebRtcGateway:
         self._runs.pop(session_id, None)
 
     async def delete_session(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _error(SignallingError(401, "unauthorized", "missing or invalid API key"))
+        caller = self._caller(request)
+        if isinstance(caller, Refusal):
+            return _refused(caller)
         session_id = request.path_params["session_id"]
         peer, run = self.peers.get(session_id), self._runs.get(session_id)
-        if peer is None or run is None:
+        if peer is None or run is None or not caller.owns(peer.session.config.resource):  # a token: its own only
             return _error(SignallingError(404, "session_not_found", f"no WebRTC session {session_id[:80]!r}"))
         peer.end("client_end")
         with contextlib.suppress(TimeoutError):
@@ -111,8 +116,9 @@ class WebRtcGateway:
         return JSONResponse({"session_id": session_id, "closed": True})
 
     async def client_config(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _error(SignallingError(401, "unauthorized", "missing or invalid API key"))
+        caller = self._caller(request)
+        if isinstance(caller, Refusal):
+            return _refused(caller)
         return JSONResponse({"ice_servers": browser_ice_servers(self.config.ice_servers)})
 
     async def close(self) -> None:
@@ -153,6 +159,11 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 def _error(error: SignallingError) -> Response:
     return JSONResponse(error.body(), status_code=error.status)
+
+
+def _refused(refusal: Refusal) -> Response:
+    """The hub's refusal (unauthorized 401, forbidden_resource 403, the caller's limits 429, server full 503)."""
+    return JSONResponse(refusal.body(), status_code=refusal.status)
 
 
 def webrtc_routes(server: VoiceServer) -> list[Route]:

@@ -24,6 +24,7 @@ from ..gateway.native_ws import native_voice_endpoint
 from ..gateway.realtime_ws import realtime_endpoint
 from ..gateway.twilio import twilio_routes
 from ..gateway.webrtc import webrtc_routes
+from ..identity import Authenticator, CallerLimits, LimitPolicy
 from ..logs import get_logger
 from ..metrics import Metrics
 from ..model_files import require_models
@@ -32,7 +33,7 @@ from ..session.agent_adapter import adapt_agents
 from ..settings import MemoryConfig, Settings
 from ..voice_app import VoiceApp
 from .audio_routes import audio_routes
-from .auth import ApiKeyMiddleware
+from .auth import SELF_AUTHENTICATING, AccessMiddleware
 from .routes import core_routes
 from .voice_engines import SpeechEngines, VoiceConfigError
 
@@ -86,6 +87,14 @@ class VoiceServer:
                 log.error(f"engine {slot.name} failed to load: {exc}")
 
     async def startup(self) -> None:
+        if self.settings.open_access:
+            log.warning("open access: no API keys and no token secret, so any client may act for any resource "
+                        "(fine on this machine; set VOICESERVER_API_KEYS or VOICESERVER_AUTH__TOKEN_SECRET before "
+                        "exposing the server: docs/security.md)")
+        else:
+            log.info("access control on", fields={"api_keys": len(self.settings.api_keys),
+                                                  "caller_tokens": bool(self.settings.token_secrets),
+                                                  "allowed_origins": self.settings.auth.allowed_origins})
         if self.settings.preload:
             self._load_task = asyncio.create_task(self.load_engines(), name="load-engines")
         else:
@@ -273,8 +282,10 @@ def build_server(
                                     if getattr(a, "memory", None) is not None), None)
     deps = SessionDeps(stt=server.stt, tts=server.tts, agents=adapt_agents(server.agents),
                        default_agent=server.default_agent, metrics=metrics, limits=settings.limits, turn=settings.turn)
-    server.hub = SessionHub(deps, max_sessions=settings.limits.max_sessions,
-                            api_keys=[k.get_secret_value() for k in settings.api_keys])
+    authenticator = Authenticator([k.get_secret_value() for k in settings.api_keys], settings.token_secrets,
+                                  skew_s=settings.auth.clock_skew_s)
+    server.hub = SessionHub(deps, max_sessions=settings.limits.max_sessions, authenticator=authenticator,
+                            limits=CallerLimits(LimitPolicy.from_settings(settings.limits)))
     return server
 
 
@@ -353,8 +364,10 @@ def create_app(server: VoiceServer) -> Starlette:
         finally:
             await server.shutdown()
 
-    keys = [k.get_secret_value() for k in server.settings.api_keys]
-    middleware = [Middleware(ApiKeyMiddleware, keys=keys)] if keys else []
+    settings = server.settings
+    signed = ("/v1/twilio/",) if settings.twilio.auth_token is not None else ()
+    middleware = [Middleware(AccessMiddleware, hub=server.hub, allowed_origins=settings.auth.allowed_origins,
+                             self_authenticating=SELF_AUTHENTICATING, signed=signed)]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.voice = server
     app.state.hub = server.hub

@@ -10,6 +10,11 @@ Responses are JSON. Errors are ``{"error": {"code", "message"}}``: 400 ``invalid
 ``invalid_working_memory``, 403 ``thread_owner_mismatch`` / ``memory_read_only``, 404 ``thread_not_found``,
 409 ``not_enabled``, 413 ``body_too_large``, 503 ``storage_unavailable``. When ``resource`` is given for a thread
 route, the thread must belong to it (a thread's owner never changes).
+
+Who asks (server/auth.py, docs/security.md): a caller token sees its own resource only. ``resource`` may be left
+out (it is the token's); naming another is 403 ``forbidden_resource``; another caller's thread is 404
+``thread_not_found``, as if it did not exist; a token bound to one thread sees that thread only. An admin key (or an
+open server) may read any thread, with or without ``resource``: pass ``resource`` to have the owner checked.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from starlette.routing import Route
 from ..ids import InvalidIdError, validate_id
 from ..logs import get_logger
 from ..memory import Memory, MemoryStoreError, ThreadNotFoundError, ThreadOwnerError
+from .auth import request_caller
 
 log = get_logger("SERVER")
 MAX_BODY_BYTES = 64 * 1024
 _STATUS = {"invalid_id": 400, "invalid_request": 400, "invalid_working_memory": 400, "missing_thread": 400,
            "invalid_message": 400, "thread_owner_mismatch": 403, "memory_read_only": 403, "thread_not_found": 404,
-           "not_enabled": 409, "thread_exists": 409}
+           "not_enabled": 409, "thread_exists": 409, "forbidden_resource": 403}
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -67,6 +73,10 @@ def _handled(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
             return await handler(request)
         except InvalidIdError as exc:
             return _error(400, "invalid_id", str(exc))
+        except ThreadOwnerError as exc:
+            if request_caller(request).bound:  # another caller's thread: not even its existence is theirs to know
+                return _error(404, "thread_not_found", f"no thread {exc.thread_id!r}")
+            return _error(403, exc.code, str(exc))
         except MemoryStoreError as exc:
             status = _STATUS.get(exc.code)
             if status is None:
@@ -77,12 +87,28 @@ def _handled(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
     return endpoint
 
 
+def _scope(request: Request, *, resource_required: bool) -> tuple[str | None, str | None]:
+    """The (resource, thread) a request may use: the query's, checked against a caller token and filled from it."""
+    caller = request_caller(request)
+    resource = _id(request, "resource", "resource", required=resource_required and not caller.bound)
+    thread = _id(request, "thread", "thread", required=False)
+    if not caller.bound:
+        return resource, thread
+    problem = caller.conflict(resource, thread)
+    if problem is not None:
+        raise MemoryStoreError(problem, code="forbidden_resource")
+    return caller.resource, thread or caller.thread
+
+
 def memory_routes(memory: Memory) -> list[Route]:
     """The memory REST routes over ``memory``, to mount in the server's Starlette app."""
 
     async def _thread_for(request: Request) -> tuple[str, str | None]:
         thread_id = validate_id(request.path_params["thread_id"], "thread")
-        resource = _id(request, "resource", "resource", required=False)
+        caller = request_caller(request)
+        resource = _scope(request, resource_required=False)[0]
+        if caller.thread is not None and thread_id != caller.thread:
+            raise ThreadNotFoundError(thread_id)  # a token for one thread: every other one is out of sight
         thread = await memory.get_thread_by_id(thread_id)
         if thread is None:
             raise ThreadNotFoundError(thread_id)
@@ -91,12 +117,19 @@ def memory_routes(memory: Memory) -> list[Route]:
         return thread_id, resource
 
     async def list_threads(request: Request) -> Response:
-        resource = _id(request, "resource", "resource", required=True)
+        resource, _ = _scope(request, resource_required=True)
         assert resource is not None
         order_by = request.query_params.get("order_by", "updated_at")
         direction = request.query_params.get("direction", "desc")
-        page = await memory.list_threads(resource, page=_int(request, "page", 0, 0, 1_000_000),
-                                         per_page=_int(request, "per_page", 100, 1, 1000), order_by=order_by,
+        page_number = _int(request, "page", 0, 0, 1_000_000)
+        per_page = _int(request, "per_page", 100, 1, 1000)
+        only = request_caller(request).thread
+        if only is not None:  # a token for one thread lists that thread alone
+            thread = await memory.get_thread_by_id(only)
+            threads = [thread] if thread is not None and thread.resource_id == resource and page_number == 0 else []
+            return JSONResponse({"threads": [t.to_dict() for t in threads], "total": len(threads),
+                                 "page": page_number, "per_page": per_page, "has_more": False})
+        page = await memory.list_threads(resource, page=page_number, per_page=per_page, order_by=order_by,
                                          direction=direction)
         return JSONResponse({"threads": [t.to_dict() for t in page.threads], "total": page.total,
                              "page": page.page, "per_page": page.per_page, "has_more": page.has_more})
@@ -124,14 +157,12 @@ def memory_routes(memory: Memory) -> list[Route]:
     async def get_working(request: Request) -> Response:
         if not memory.options.working_memory.enabled:
             raise MemoryStoreError("working memory is not enabled", code="not_enabled")
-        resource = _id(request, "resource", "resource", required=True)
-        thread = _id(request, "thread", "thread", required=False)
+        resource, thread = _scope(request, resource_required=True)
         text = await memory.get_working_memory(thread, resource)
         return JSONResponse({"resource": resource, "thread": thread, **_working_body(text)})
 
     async def put_working(request: Request) -> Response:
-        resource = _id(request, "resource", "resource", required=True)
-        thread = _id(request, "thread", "thread", required=False)
+        resource, thread = _scope(request, resource_required=True)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():

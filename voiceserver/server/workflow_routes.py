@@ -9,6 +9,11 @@
 ``?stream=true`` on start and resume answers ``text/event-stream``: ``data: {event}\\n\\n`` per event, then
 ``data: [DONE]\\n\\n``. Errors are ``{"error": {"code", "message", "fields"?}}``: 404 unknown workflow or run,
 400 malformed id or body, 409 wrong run state, 413 body too large, 422 input that does not fit a schema.
+
+Who asks (server/auth.py, docs/security.md): a caller token starts runs for its own resource (``resource_id`` may be
+left out; naming another is 403 ``forbidden_resource``), lists only its own runs, and reads, resumes or cancels only
+its own: another caller's run, or one started for nobody, is 404 ``run_not_found``. An admin key (or an open server)
+sees every run.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from starlette.routing import Route
 
 from voiceserver.ids import InvalidIdError, validate_id
 from voiceserver.logs import get_logger
+from voiceserver.server.auth import request_caller
 from voiceserver.workflows import (
     RunStateError,
     SchemaValidationError,
@@ -118,11 +124,27 @@ def workflow_routes(get_workflow: Callable[[str], Workflow | None]) -> list[Rout
             raise HttpError(404, "workflow_not_found", f"no workflow {workflow_id!r}")
         return workflow
 
-    async def find_run(request: Request, workflow: Workflow) -> Any:
+    async def visible_run(request: Request, workflow: Workflow) -> Any:
+        """The run's result if the caller may see it (an admin: any; a token: its resource's), else a 404."""
         run_id = _id(request.path_params["run_id"], "run")
-        if await workflow.get_run(run_id) is None:
+        result = await workflow.get_run(run_id)
+        if result is None or not request_caller(request).owns(result.resource_id):
             raise HttpError(404, "run_not_found", f"no run {run_id!r} of workflow {workflow.id!r}")
-        return await workflow.create_run(run_id=run_id)
+        return result
+
+    async def find_run(request: Request, workflow: Workflow) -> Any:
+        result = await visible_run(request, workflow)
+        return await workflow.create_run(run_id=result.run_id)
+
+    def resource_for(request: Request, asked: str | None) -> str | None:
+        """The resource a request acts for: the one it names, checked against a caller token and filled from it."""
+        caller = request_caller(request)
+        if not caller.bound:
+            return asked
+        problem = caller.conflict(asked)
+        if problem is not None:
+            raise HttpError(403, "forbidden_resource", problem)
+        return caller.resource
 
     def handler(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -148,8 +170,8 @@ def workflow_routes(get_workflow: Callable[[str], Workflow | None]) -> list[Rout
         workflow = find(request)
         body = await _body(request)
         run_id = _id(body["run_id"], "run", "run_id") if body.get("run_id") is not None else None
-        resource_id = (_id(body["resource_id"], "resource", "resource_id")
-                       if body.get("resource_id") is not None else None)
+        resource_id = resource_for(request, _id(body["resource_id"], "resource", "resource_id")
+                                   if body.get("resource_id") is not None else None)
         if run_id is not None and await workflow.get_run(run_id) is not None:
             raise HttpError(409, "run_exists", f"run {run_id!r} already exists; resume or read it instead")
         run = await workflow.create_run(run_id=run_id, resource_id=resource_id)
@@ -167,7 +189,7 @@ def workflow_routes(get_workflow: Callable[[str], Workflow | None]) -> list[Rout
     async def list_runs(request: Request) -> Response:
         workflow = find(request)
         query = request.query_params
-        resource_id = _id(query["resource_id"], "resource") if "resource_id" in query else None
+        resource_id = resource_for(request, _id(query["resource_id"], "resource") if "resource_id" in query else None)
         status = query.get("status")
         if status is not None and status not in RUN_STATUSES:
             raise HttpError(400, "invalid_status", f"status must be one of {', '.join(RUN_STATUSES)}")
@@ -181,11 +203,7 @@ def workflow_routes(get_workflow: Callable[[str], Workflow | None]) -> list[Rout
         return JSONResponse({"runs": [r.to_dict() for r in runs]})
 
     async def get_run(request: Request) -> Response:
-        workflow = find(request)
-        run_id = _id(request.path_params["run_id"], "run")
-        result = await workflow.get_run(run_id)
-        if result is None:
-            raise HttpError(404, "run_not_found", f"no run {run_id!r} of workflow {workflow.id!r}")
+        result = await visible_run(request, find(request))
         return JSONResponse(result.to_dict())
 
     async def resume(request: Request) -> Response:

@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ..audio.format import AudioChunk
+from ..identity import Caller
 from ..ids import new_id
 from ..logs import get_logger, log_context
 from ..vad.segmenter import SpeechEnd, SpeechOnset, SpeechOnsetLost, SpeechPause, SpeechResume, SpeechStart
@@ -61,11 +62,14 @@ class Session:
     """A voice conversation with one caller: ``await handle(event)`` for each inbound event, drain ``outbox``."""
 
     def __init__(self, deps: SessionDeps, *, gateway: str = "native", session_id: str | None = None,
-                 defaults: SessionConfig | None = None):
+                 defaults: SessionConfig | None = None, caller: Caller | None = None):
         """``defaults``: what the transport already knows before any message (ids from the URL, the audio format
-        a telephony stream fixes); a StartSession's own fields win over them."""
+        a telephony stream fixes); a StartSession's own fields win over them. ``caller``: who the credential says
+        this is (the hub passes it); a StartSession naming another resource, thread or agent than a caller token
+        fixes is refused with ``forbidden_resource`` and ends the session."""
         self.deps = deps
         self.defaults = defaults or SessionConfig()
+        self.caller = caller
         self.gateway = gateway
         self.ctx = SessionContext(deps, session_id=session_id or new_id("sess"), gateway=gateway)
         self.responder = Responder(self.ctx)
@@ -174,6 +178,11 @@ class Session:
         ctx = self.ctx
         if self.started:
             await ctx.error("session_already_started", "session.start was already received for this session")
+            return
+        problem = self.caller.conflict(config.resource, config.thread, config.agent) if self.caller else None
+        if problem is not None:
+            await ctx.error("forbidden_resource", problem, fatal=True)
+            await self.close("forbidden_resource")
             return
         ctx.config = config
         if config.agent:
