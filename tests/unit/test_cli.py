@@ -9,7 +9,7 @@ from voiceserver.__main__ import build_parser, main
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["models", "--help"], ["models", "fetch", "--help"],
-                                  ["talk", "--help"]])
+                                  ["talk", "--help"], ["token", "issue", "--help"]])
 def test_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -84,3 +84,30 @@ def test_talk_kiosk_flags_parse():
                                       "USB Audio", "--echo", "gate", "--barge-in-dbfs", "-30"])
     assert args.mic and args.push_to_talk and args.input_device == "2" and args.output_device == "USB Audio"
     assert args.echo == "gate" and args.barge_in_dbfs == -30.0
+
+
+def test_token_issue_prints_a_token_the_server_accepts(monkeypatch, capsys):
+    import time
+
+    from voiceserver.identity import Authenticator
+
+    secret = "cli-secret-0123456789abcdef0123456789"
+    monkeypatch.setenv("VOICESERVER_AUTH__TOKEN_SECRET", secret)
+    assert main(["token", "issue", "--resource", "alice", "--ttl", "120", "--agent", "Sales", "--thread", "t-1"]) == 0
+    printed = capsys.readouterr().out.strip()
+    caller = Authenticator([], [secret]).identify(printed)
+    assert (caller.role, caller.resource, caller.thread, caller.agent) == ("token", "alice", "t-1", "Sales")
+    assert abs(caller.expires_at - (time.time() + 120)) < 5
+
+
+def test_token_issue_refuses_without_a_secret_or_with_a_bad_request(monkeypatch, capsys):
+    monkeypatch.delenv("VOICESERVER_AUTH__TOKEN_SECRET", raising=False)
+    assert main(["token", "issue", "--resource", "alice"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("voiceserver: no token secret") and "\n" not in err
+    monkeypatch.setenv("VOICESERVER_AUTH__TOKEN_SECRET", "cli-secret-0123456789abcdef0123456789")
+    assert main(["token", "issue", "--resource", "not an id"]) == 2
+    assert "invalid resource id" in capsys.readouterr().err
+    assert main(["token", "issue", "--resource", "alice", "--ttl", str(10**9)]) == 2
+    assert "--ttl must be" in capsys.readouterr().err
+    assert capsys.readouterr().out == ""

@@ -85,6 +85,9 @@ class SessionHub:
             problem = caller.conflict(config.resource, config.thread, config.agent)
             if problem is not None:
                 self.deps.metrics.errors.labels("forbidden_resource").inc()
+                log.warning("session refused: forbidden_resource",
+                            fields={**caller.describe(), "client": caller.client, "gateway": gateway,
+                                    "asked": config.resource})
                 return forbidden_resource(problem)
             for name in ("resource", "thread", "agent"):
                 if getattr(caller, name) is not None:

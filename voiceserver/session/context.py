@@ -110,8 +110,15 @@ class SessionContext:
             return
         if self.remembers:
             assert self.config.resource is not None and self.config.thread is not None
-            await self.port.record_exchange(self.config.resource, self.config.thread, user_text, reply,
-                                            error_code=error_code)
+            try:
+                await self.port.record_exchange(self.config.resource, self.config.thread, user_text, reply,
+                                                error_code=error_code)
+            except Exception as exc:  # noqa: BLE001 - memory refused or failed the write: the session goes on
+                # (e.g. thread_owner_mismatch: a thread of another resource was named; nothing may be written)
+                code = getattr(exc, "code", None) or "storage_write_failed"
+                log.warning("the exchange could not be recorded", fields={"code": code, "detail": str(exc)[:200]})
+                self.deps.metrics.errors.labels(code).inc()
+                self.emit(ErrorEvent(code, f"the exchange could not be recorded: {exc}"[:300]))
             return
         if self.history.maxlen == 0:
             return

@@ -181,6 +181,9 @@ class Session:
             return
         problem = self.caller.conflict(config.resource, config.thread, config.agent) if self.caller else None
         if problem is not None:
+            with log_context(session_id=ctx.id):
+                log.warning("session.start refused: forbidden_resource",
+                            fields={**self.caller.describe(), "asked": config.resource})
             await ctx.error("forbidden_resource", problem, fatal=True)
             await self.close("forbidden_resource")
             return
