@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..logs import get_logger
+from ..logs import get_logger, log_context
 from ..metrics import Metrics
 from ..settings import LimitsConfig, TurnConfig
 from ..stt.base import SpeechToText
@@ -97,6 +97,12 @@ class SessionContext:
     async def error(self, code: str, message: str, turn_id: str | None = None, fatal: bool = False) -> None:
         self.deps.metrics.errors.labels(code).inc()
         await self.outbox.put(ErrorEvent(code, message, turn_id, fatal))
+
+    async def refuse(self, code: str, message: str, fields: dict[str, Any]) -> None:
+        """A fatal error the caller caused (e.g. forbidden_resource): logged with ``fields``, then sent."""
+        with log_context(session_id=self.id):
+            log.warning(f"session refused: {code}", fields=fields)
+        await self.error(code, message, fatal=True)
 
     def forward_workflow_event(self, run_id: str, event: dict[str, Any], turn_id: str | None = None) -> None:
         self.emit(WorkflowEvent(run_id, event, turn_id))

@@ -64,9 +64,8 @@ class Session:
     def __init__(self, deps: SessionDeps, *, gateway: str = "native", session_id: str | None = None,
                  defaults: SessionConfig | None = None, caller: Caller | None = None):
         """``defaults``: what the transport already knows before any message (ids from the URL, the audio format
-        a telephony stream fixes); a StartSession's own fields win over them. ``caller``: who the credential says
-        this is (the hub passes it); a StartSession naming another resource, thread or agent than a caller token
-        fixes is refused with ``forbidden_resource`` and ends the session."""
+        a telephony stream fixes); a StartSession's own fields win over them, unless ``caller`` (the hub's) fixes
+        them: naming others is ``forbidden_resource`` and ends the session."""
         self.deps = deps
         self.defaults = defaults or SessionConfig()
         self.caller = caller
@@ -179,12 +178,8 @@ class Session:
         if self.started:
             await ctx.error("session_already_started", "session.start was already received for this session")
             return
-        problem = self.caller.conflict(config.resource, config.thread, config.agent) if self.caller else None
-        if problem is not None:
-            with log_context(session_id=ctx.id):
-                log.warning("session.start refused: forbidden_resource",
-                            fields={**self.caller.describe(), "asked": config.resource})
-            await ctx.error("forbidden_resource", problem, fatal=True)
+        if self.caller is not None and (problem := self.caller.conflict(config.resource, config.thread, config.agent)):
+            await ctx.refuse("forbidden_resource", problem, {**self.caller.describe(), "asked": config.resource})
             await self.close("forbidden_resource")
             return
         ctx.config = config
