@@ -118,6 +118,9 @@ async def test_expired_wrong_and_missing_credentials_are_refused_before_the_upgr
             assert status == 403 and body["error"]["code"] == "unauthorized", credential
         async with VoiceClient.connect(vs.ws_url + f"?api_key={token('alice')}") as by_query:
             assert by_query.session["resource"] == "alice", "?api_key= carries a token too"
+        metrics = vs.server.metrics.render().decode()
+        assert 'voiceserver_errors_total{code="token_expired"} 1.0' in metrics
+        assert 'voiceserver_errors_total{code="unauthorized"} 3.0' in metrics
 
 
 async def test_per_token_session_limits_answer_1013_with_a_code():

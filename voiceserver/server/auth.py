@@ -55,7 +55,10 @@ def request_caller(connection: HTTPConnection) -> Caller:
 
 async def deny_upgrade(ws: WebSocket, refusal: Refusal) -> None:
     """Refuse a WebSocket before the upgrade: HTTP 403 with the refusal as a JSON body where the server supports
-    it (the ASGI denial-response extension), else a plain 403 (a close before accepting)."""
+    it (the ASGI denial-response extension), else a plain 403 (a close before accepting). Counted by code."""
+    hub = getattr(ws.app.state, "hub", None)
+    if hub is not None:
+        hub.deps.metrics.errors.labels(refusal.code).inc()
     if "websocket.http.response" in ws.scope.get("extensions", {}):
         await ws.send_denial_response(JSONResponse(refusal.body(), status_code=403))
     else:
