@@ -46,7 +46,7 @@ async def test_with_a_signature_the_call_is_served_as_the_webhook_named_it():
         async with FakeTwilioCall.dial(vs.http_url, from_number="+14158675309", auth_token=AUTH_TOKEN) as call:
             await call.wait_for(lambda c: vs.server.hub.sessions, timeout=10)
             (session,) = vs.server.hub.sessions.values()
-            assert session.caller.role == "call" and session.config.resource == "tel:14158675309"
+            assert session.ctx.caller.role == "call" and session.config.resource == "tel:14158675309"
         forged_from = dict(FORM, From="+14155550000")
         async with httpx.AsyncClient() as http:
             unsigned = await http.post(vs.http_url + "/v1/twilio/voice", data=forged_from)

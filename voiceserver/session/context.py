@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..identity import Caller
 from ..logs import get_logger, log_context
 from ..metrics import Metrics
 from ..settings import LimitsConfig, TurnConfig
@@ -48,10 +49,11 @@ class SessionDeps:
 class SessionContext:
     """One caller's conversation state, shared by the parts of a session."""
 
-    def __init__(self, deps: SessionDeps, *, session_id: str, gateway: str):
+    def __init__(self, deps: SessionDeps, *, session_id: str, gateway: str, caller: Caller | None = None):
         self.deps = deps
         self.id = session_id
         self.gateway = gateway
+        self.caller = caller  # who the credential says this is (the hub's); None: a session made without one
         self.config = SessionConfig()
         self.agent_name = deps.default_agent
         self.outbox = Outbox(deps.limits.outbound_queue_messages)
@@ -98,11 +100,17 @@ class SessionContext:
         self.deps.metrics.errors.labels(code).inc()
         await self.outbox.put(ErrorEvent(code, message, turn_id, fatal))
 
-    async def refuse(self, code: str, message: str, fields: dict[str, Any]) -> None:
-        """A fatal error the caller caused (e.g. forbidden_resource): logged with ``fields``, then sent."""
+    async def refused_start(self, config: SessionConfig) -> bool:
+        """True when ``config`` names a resource, thread or agent the caller's token does not allow: the error
+        ``forbidden_resource`` is logged and sent, and the session must end."""
+        problem = self.caller.conflict(config.resource, config.thread, config.agent) if self.caller else None
+        if problem is None:
+            return False
         with log_context(session_id=self.id):
-            log.warning(f"session refused: {code}", fields=fields)
-        await self.error(code, message, fatal=True)
+            log.warning("session.start refused: forbidden_resource",
+                        fields={**self.caller.describe(), "asked": config.resource})
+        await self.error("forbidden_resource", problem, fatal=True)
+        return True
 
     def forward_workflow_event(self, run_id: str, event: dict[str, Any], turn_id: str | None = None) -> None:
         self.emit(WorkflowEvent(run_id, event, turn_id))

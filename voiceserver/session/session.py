@@ -64,13 +64,11 @@ class Session:
     def __init__(self, deps: SessionDeps, *, gateway: str = "native", session_id: str | None = None,
                  defaults: SessionConfig | None = None, caller: Caller | None = None):
         """``defaults``: what the transport already knows before any message (ids from the URL, the audio format
-        a telephony stream fixes); a StartSession's own fields win over them, unless ``caller`` (the hub's) fixes
-        them: naming others is ``forbidden_resource`` and ends the session."""
+        a telephony stream fixes); a StartSession's own fields win over them, except those ``caller`` fixes."""
         self.deps = deps
         self.defaults = defaults or SessionConfig()
-        self.caller = caller
         self.gateway = gateway
-        self.ctx = SessionContext(deps, session_id=session_id or new_id("sess"), gateway=gateway)
+        self.ctx = SessionContext(deps, session_id=session_id or new_id("sess"), gateway=gateway, caller=caller)
         self.responder = Responder(self.ctx)
         self.dialog = SpokenDialog(self.ctx, self.responder)
         self.runner = TurnRunner(self.ctx, self.responder, self.dialog)
@@ -178,10 +176,8 @@ class Session:
         if self.started:
             await ctx.error("session_already_started", "session.start was already received for this session")
             return
-        if self.caller is not None and (problem := self.caller.conflict(config.resource, config.thread, config.agent)):
-            await ctx.refuse("forbidden_resource", problem, {**self.caller.describe(), "asked": config.resource})
-            await self.close("forbidden_resource")
-            return
+        if await ctx.refused_start(config):  # ids the caller's token does not allow: the session ends
+            return await self.close("forbidden_resource")
         ctx.config = config
         if config.agent:
             if config.agent not in self.deps.agents:
