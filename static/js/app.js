@@ -22,7 +22,7 @@ window.voiceStats = stats;
 
 const view = new View(document.body);
 const audio = new AudioEngine();
-const identity = loadIdentity();
+const identity = loadIdentity(apiKey);
 const state = { wantLive: false, busy: false, transport: null, stream: null, stopMicMeter: null, ready: false,
                 agent: null, iceServers: [], reconnecting: false };
 
@@ -104,7 +104,8 @@ async function connect() {
   for (const name of order) {
     const transport = makeTransport(name);
     try {
-      await transport.start({ stream: state.stream, context: audio.context, identity, agent: view.agentPicker.value || state.agent,
+      const agent = identity.agent || view.agentPicker.value || state.agent; // a token may fix the agent
+      await transport.start({ stream: state.stream, context: audio.context, identity, agent,
                               apiKey, iceServers: state.iceServers });
       if (!state.wantLive) { // stopped while connecting
         await transport.stop();
@@ -244,7 +245,7 @@ view.textForm.addEventListener("submit", (event) => {
 document.getElementById("new-conversation").addEventListener("click", async () => {
   const live = state.wantLive;
   if (live) await stopTalking();
-  identity.thread = newConversation();
+  identity.thread = newConversation(identity);
   view.identity(identity);
   view.transcript.querySelectorAll(".line, .card").forEach((node) => node.remove());
   view.empty.hidden = false;

@@ -28,22 +28,40 @@ function write(key, value) {
   }
 }
 
-export function loadIdentity() {
-  let caller = read(CALLER_KEY);
+// A caller token (docs/security.md: base64url(payload).base64url(mac)) says who the caller is: its payload is
+// readable, only its signature is secret. The page then uses the token's resource (and thread and agent when it
+// names them) instead of ids of its own, which the server would refuse (forbidden_resource). An API key is no token.
+export function tokenClaims(credential) {
+  const parts = (credential || "").split(".");
+  if (parts.length !== 2 || !parts[0] || !parts[1]) return null;
+  try {
+    const claims = JSON.parse(atob(parts[0].replace(/-/g, "+").replace(/_/g, "/")));
+    return claims && typeof claims.resource === "string" && ID_PATTERN.test(claims.resource) ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+export function loadIdentity(credential = "") {
+  const claims = tokenClaims(credential);
+  let caller = claims ? claims.resource : read(CALLER_KEY);
   if (!caller) {
     caller = randomId("caller-");
     write(CALLER_KEY, caller);
   }
-  let thread = read(THREAD_KEY);
+  // With a token, conversations are remembered per caller: a thread of another caller would be refused.
+  const threadKey = claims ? (claims.thread ? null : `${THREAD_KEY}.${caller}`) : THREAD_KEY;
+  let thread = claims && claims.thread ? claims.thread : read(threadKey);
   if (!thread) {
     thread = randomId("conv-");
-    write(THREAD_KEY, thread);
+    write(threadKey, thread);
   }
-  return { caller, thread };
+  return { caller, thread, threadKey, agent: (claims && claims.agent) || null };
 }
 
-export function newConversation() {
+export function newConversation(identity) {
+  if (!identity.threadKey) return identity.thread; // a token for one conversation: it is the only one
   const thread = randomId("conv-");
-  write(THREAD_KEY, thread);
+  write(identity.threadKey, thread);
   return thread;
 }
