@@ -58,13 +58,23 @@ from .turn_log import log_turn
 log = get_logger("SESSION")
 
 
+def with_defaults(defaults: SessionConfig, config: SessionConfig | None) -> SessionConfig:
+    """A StartSession's config completed by what the transport knew (ids and keypad); the defaults alone if none."""
+    if config is None:
+        return dataclasses.replace(defaults)
+    for name in ("resource", "thread", "agent"):
+        if getattr(config, name) is None:
+            setattr(config, name, getattr(defaults, name))
+    config.keypad = config.keypad or defaults.keypad
+    return config
+
+
 class Session:
     """A voice conversation with one caller: ``await handle(event)`` for each inbound event, drain ``outbox``."""
 
     def __init__(self, deps: SessionDeps, *, gateway: str = "native", session_id: str | None = None,
                  defaults: SessionConfig | None = None, caller: Caller | None = None):
-        """``defaults``: what the transport already knows before any message (ids from the URL, the audio format
-        a telephony stream fixes); a StartSession's own fields win over them, except those ``caller`` fixes."""
+        """``defaults``: what the transport knows before any message (see with_defaults); ``caller``: the hub's."""
         self.deps = deps
         self.defaults = defaults or SessionConfig()
         self.gateway = gateway
@@ -109,11 +119,11 @@ class Session:
             return
         if type(event) is InputAudio:  # the hot path first: 50 frames a second per caller
             if not self.started:
-                await self._start(self._with_defaults(None))
+                await self._start(with_defaults(self.defaults, None))
             self._feed(event.audio, event.arrived_at)
             return
         if isinstance(event, StartSession):
-            await self._start(self._with_defaults(event.config))
+            await self._start(with_defaults(self.defaults, event.config))
             return
         if isinstance(event, EndSession):
             await self.close("client_end")
@@ -122,7 +132,7 @@ class Session:
             await self.ctx.error(event.code, event.message)
             return
         if not self.started:
-            await self._start(self._with_defaults(None))
+            await self._start(with_defaults(self.defaults, None))
         if isinstance(event, Ping):
             self.ctx.emit(Pong(event.id))  # after everything before it: handle() is awaited in order
         elif isinstance(event, InputText):
@@ -161,15 +171,6 @@ class Session:
         return False
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
-
-    def _with_defaults(self, config: SessionConfig | None) -> SessionConfig:
-        if config is None:
-            return dataclasses.replace(self.defaults)
-        for name in ("resource", "thread", "agent"):
-            if getattr(config, name) is None:
-                setattr(config, name, getattr(self.defaults, name))
-        config.keypad = config.keypad or self.defaults.keypad
-        return config
 
     async def _start(self, config: SessionConfig) -> None:
         ctx = self.ctx
