@@ -309,9 +309,12 @@ class StorageConfig(_Section):
     probe_interval_s: float = Field(1.0, gt=0, le=300, description="how often storage is probed during an outage")
     cache_rows: int = Field(20_000, ge=0, le=10_000_000, description="rows read or written recently, kept in "
                                                                      "memory to answer reads during an outage")
-    fsync: bool = Field(False, description="local disk: fsync each commit's files before the write returns, so an "
-                                           "acknowledged turn survives a power cut (costs a few disk flushes per "
-                                           "write: scripts/bench_memory.py --fsync)")
+    fsync: bool | Literal["files", "filesystem"] = Field(
+        False, description="local disk: make each commit durable before the write returns, so an acknowledged turn "
+                           "survives a power cut. true or files: fsync the commit's new files and directories "
+                           "(about 8 flushes per turn); filesystem: one syncfs of the memory's filesystem per write "
+                           "(cheaper, but it also flushes whatever else is dirty there). Cost: "
+                           "scripts/bench_durability.py")
     claim_lease_s: float = Field(60.0, ge=1, le=86400, description="a suspended run claimed by a server that "
                                                                    "stopped renewing the claim (it died) may be "
                                                                    "claimed again after this long")

@@ -1,22 +1,33 @@
-"""fsync of what LanceDB wrote on local disk, for ``LanceDBStore(fsync=True)`` (setting ``storage.fsync``).
+"""fsync of what LanceDB wrote on local disk, for ``LanceDBStore(fsync=...)`` (setting ``storage.fsync``).
 
 LanceDB commits a table version by writing its data files, a transaction file and the version's manifest through the
 object_store crate; on local disk that is a temporary file renamed into place, without fsync. A write that returned
 therefore survives SIGKILL of the process (the kernel has the pages) but not a power cut or a kernel crash, which may
-lose the newest versions. With fsync on, after each commit every file of the table that was not synced yet is
-fsynced, then each directory that gained an entry: the version is on disk when the write returns. Lance files are
-immutable once written, so a file is synced once; the set of synced paths is pruned to what still exists.
+lose the newest versions. Two ways to make the version durable before the write returns:
 
-The cost is one fsync per new file plus one per touched directory, a few per write (``scripts/bench_memory.py
---fsync`` prints it): it is the disk's flush latency, which on a server SSD is tens to hundreds of microseconds and on
-a consumer disk or a network volume milliseconds.
+- ``"files"`` (``fsync=True``): after each commit, fsync every file of the table that was not synced yet, then each
+  directory that gained an entry. Lance files are immutable once written, so a file is synced once; the set of synced
+  paths is pruned to what still exists. Costs one disk flush per new file and directory, about 8 per turn (two
+  tables), and touches nothing else.
+- ``"filesystem"``: one ``syncfs`` of the filesystem holding the memory directory (Linux; ``os.sync`` elsewhere),
+  shared by the writes that finished before it started. One flush per write, several times cheaper here, but it also
+  flushes whatever else is dirty on that filesystem, so on a disk other programs write to heavily its latency follows
+  theirs.
+
+``scripts/bench_durability.py`` measures both against no fsync on the machine at hand (figures in
+docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
+import time
 from pathlib import Path
+
+MODES = ("files", "filesystem")
 
 
 def _fsync(path: str, *, directory: bool = False) -> None:
@@ -27,18 +38,58 @@ def _fsync(path: str, *, directory: bool = False) -> None:
         os.close(fd)
 
 
-class LocalSync:
-    """Syncs the files of the tables under ``root`` (a local LanceDB directory). Blocking: call it in a thread."""
+def _syncfs_call() -> object:
+    """libc's syncfs(fd) (Linux), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
 
-    def __init__(self, root: str | Path):
+
+class LocalSync:
+    """Makes the commits of the tables under ``root`` (a local LanceDB directory) durable, by ``mode`` (see the
+    module notes). Blocking: call it in a thread."""
+
+    def __init__(self, root: str | Path, mode: str = "files"):
+        if mode not in MODES:
+            raise ValueError(f"fsync mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.root = Path(root)
+        self.mode = mode
         self._files: dict[str, set[str]] = {}
         self._dirs: dict[str, set[str]] = {}
         self._lock = threading.Lock()
+        self._syncfs = _syncfs_call() if mode == "filesystem" else None
+        self._last_started = 0.0
         self.synced_files = 0
+        self.syncs = 0
 
     def sync_table(self, name: str) -> int:
-        """fsync the table's new files and the directories that hold them; returns how many files were synced."""
+        """Make the table's latest commit durable; returns how many files were fsynced ("files" mode)."""
+        if self.mode == "filesystem":
+            self._sync_filesystem()
+            return 0
+        return self._sync_files(name)
+
+    def _sync_filesystem(self) -> None:
+        asked = time.monotonic()
+        with self._lock:
+            if self._last_started > asked:
+                return  # a sync that started after this write had finished covers it
+            started = time.monotonic()
+            if self._syncfs is not None:
+                fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    if self._syncfs(fd) != 0:  # type: ignore[operator]
+                        raise OSError(ctypes.get_errno(), "syncfs failed")
+                finally:
+                    os.close(fd)
+            else:
+                os.sync()
+            self._last_started = started
+            self.syncs += 1
+
+    def _sync_files(self, name: str) -> int:
         table_dir = self.root / f"{name}.lance"
         if not table_dir.is_dir():
             return 0
@@ -64,4 +115,5 @@ class LocalSync:
             new = len(files - known_files)
             self._files[name], self._dirs[name] = files, dirs
             self.synced_files += new
+            self.syncs += 1
             return new

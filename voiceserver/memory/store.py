@@ -6,8 +6,9 @@ runtime awaited on the event loop, so nothing blocks it; the optional pylance co
 Durability: ``add`` / ``delete`` / ``merge_insert`` return after LanceDB has committed the new table version
 (data files and manifest written), and nothing is buffered in this process, so a write that returned survives
 SIGKILL of the process. On local disk LanceDB does not fsync, so a power cut may lose the newest versions; with
-``fsync=True`` every commit's files are fsynced before the write returns (:mod:`.local_sync`; the cost is measured
-by ``scripts/bench_memory.py --fsync``). An object store acknowledges a PUT once it is durable.
+``fsync=True`` ("files") or ``fsync="filesystem"`` each commit is made durable before the write returns
+(:mod:`.local_sync`; ``scripts/bench_durability.py`` measures the cost). An object store acknowledges a PUT once it is
+durable.
 
 Outages (``journal_dir`` set): when storage stops answering, writes go to an fsynced local journal and reads are
 served from what this process knows, until storage answers and the journal is replayed (:mod:`.outage`).
@@ -92,7 +93,7 @@ class LanceDBStore(LanceRunStoreMixin, OutageGuard, CompactionMixin):
                  maintenance: bool = True, write_retries: int = 8, live_activity: Any = None,
                  journal_dir: str | Path | None = None, journal_max_entries: int = 10_000,
                  journal_max_bytes: int = 64 * 1024 * 1024, op_timeout_s: float = 5.0, probe_interval_s: float = 1.0,
-                 cache_rows: int = 20_000, fsync: bool = False, claim_lease_s: float = 60.0):
+                 cache_rows: int = 20_000, fsync: bool | str = False, claim_lease_s: float = 60.0):
         self.uri = str(uri)
         self.storage_options = dict(storage_options or {})
         self.read_consistency_s = read_consistency_s
@@ -115,8 +116,9 @@ class LanceDBStore(LanceRunStoreMixin, OutageGuard, CompactionMixin):
         self._maintenance_thread = None
         self.live_activity = live_activity  # anything with ``async wait_idle_async(timeout)`` (engines.LiveActivity)
         self.maintenance_errors = 0
-        self.fsync = fsync and self.is_local
-        self._local_sync = LocalSync(self._local_path()) if self.fsync else None
+        mode = "files" if fsync is True else fsync or None
+        self.fsync = mode if self.is_local else None
+        self._local_sync = LocalSync(self._local_path(), self.fsync) if self.fsync else None
         self._init_guard(journal_dir, journal_max_entries=journal_max_entries, journal_max_bytes=journal_max_bytes,
                          op_timeout_s=op_timeout_s, probe_interval_s=probe_interval_s, cache_rows=cache_rows)
 
