@@ -20,6 +20,7 @@ docs/architecture.md).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -105,12 +106,17 @@ class LocalSync:
                     dirty.add(os.path.dirname(dirpath))  # a new directory: its parent gained an entry
                 for filename in filenames:
                     path = os.path.join(dirpath, filename)
-                    files.add(path)
-                    if path not in known_files:
+                    if path in known_files:
+                        files.add(path)
+                        continue
+                    try:
                         _fsync(path)
-                        dirty.add(dirpath)
+                    except FileNotFoundError:
+                        continue  # another writer's temporary file, renamed meanwhile, or one cleanup removed
+                    files.add(path)
+                    dirty.add(dirpath)
             for directory in sorted(dirty, key=len, reverse=True):  # deepest first
-                if os.path.isdir(directory):
+                with contextlib.suppress(FileNotFoundError):
                     _fsync(directory, directory=True)
             new = len(files - known_files)
             self._files[name], self._dirs[name] = files, dirs
