@@ -101,8 +101,34 @@ class OutageGuard:
     async def _connect(self) -> None:  # LanceDBStore: connect and open the tables
         raise NotImplementedError
 
-    async def _replay(self, entry: JournalEntry) -> None:  # LanceDBStore: apply one journaled write
+    async def table(self, name: str) -> Any:  # LanceDBStore: an open table
         raise NotImplementedError
+
+    async def _table_for(self, name: str, schema: Any) -> Any:  # LanceDBStore: open or create a table
+        raise NotImplementedError
+
+    async def _write(self, name: str, op: Callable[[], Awaitable[T]]) -> T:  # LanceDBStore: commit with retries
+        raise NotImplementedError
+
+    async def _replay(self, entry: JournalEntry) -> None:
+        """Apply one journaled write idempotently (see :mod:`.outage`)."""
+        if entry.op == "delete":
+            if entry.table not in self._tables and entry.table not in BASE_TABLES:
+                return  # a vectors table that was never created: nothing to delete
+            table = await self.table(entry.table)
+            await self._write(entry.table, lambda: table.delete(str(entry.where)))
+            return
+        assert entry.rows is not None and entry.key is not None
+        table = await self._table_for(entry.table, entry.rows.schema)
+
+        def merge() -> Any:
+            builder = table.merge_insert(entry.key)
+            if entry.op == "upsert":
+                builder = builder.when_matched_update_all()
+            return builder.when_not_matched_insert_all().execute(entry.rows)
+
+        await self._write(entry.table, merge)
+
 
     def _init_guard(self, journal_dir: str | Path | None, *, journal_max_entries: int, journal_max_bytes: int,
                     op_timeout_s: float, probe_interval_s: float, cache_rows: int) -> None:

@@ -392,25 +392,6 @@ class LanceDBStore(LanceRunStoreMixin, OutageGuard, CompactionMixin):
 
         await self._guarded_write(JournalEntry("delete", name, where=Where.of(where)), direct)
 
-    async def _replay(self, entry: JournalEntry) -> None:
-        """Apply one journaled write idempotently (see :mod:`.outage`)."""
-        if entry.op == "delete":
-            if entry.table not in self._tables and entry.table not in BASE_TABLES:
-                return  # a vectors table that was never created: nothing to delete
-            table = await self.table(entry.table)
-            await self._write(entry.table, lambda: table.delete(str(entry.where)))
-            return
-        assert entry.rows is not None and entry.key is not None
-        table = await self._table_for(entry.table, entry.rows.schema)
-
-        def merge() -> Any:
-            builder = table.merge_insert(entry.key)
-            if entry.op == "upsert":
-                builder = builder.when_matched_update_all()
-            return builder.when_not_matched_insert_all().execute(entry.rows)
-
-        await self._write(entry.table, merge)
-
     async def query(self, name: str, where: str, columns: list[str] | None = None, *, table: Any = None,
                     limit: int = MAX_QUERY_ROWS) -> list[dict[str, Any]]:
         """Rows matching ``where`` (built with the helpers in :mod:`.schema`)."""
