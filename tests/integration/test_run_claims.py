@@ -80,39 +80,58 @@ async def test_an_agent_run_approved_from_two_processes_at_once_runs_once(shared
     assert await status_of(s3, run_id) == "finished"
 
 
-async def test_a_claim_whose_process_died_is_taken_over_after_the_lease(shared):
+async def test_a_claim_whose_process_died_is_taken_over_after_the_lease(shared, tmp_path):
     env, marks, s3 = shared
-    env = {**env, "VOICESERVER_STORAGE__CLAIM_LEASE_S": "3"}
+    lease = 6.0
+    env = {**env, "VOICESERVER_STORAGE__CLAIM_LEASE_S": str(lease)}
     run_id = await suspended_run(env)
-    holder = child(env, "approve", run_id, "0", CLAIMS_APP_HOLD_S="120")  # claims, then hangs in the tool
+    # Every child starts now and waits for its go-file, so process start-up does not move the timeline.
+    go = {name: tmp_path / f"go-{name}" for name in ("holder", "early", "late")}
+    holder = child(env, "approve", run_id, str(go["holder"]), CLAIMS_APP_HOLD_S="120")
+    early = child(env, "approve", run_id, str(go["early"]))
+    late = child(env, "approve", run_id, str(go["late"]))
+    await asyncio.sleep(8)  # all three are up and waiting
+    go["holder"].touch()
     async with asyncio.timeout(60):
         while not marks_of(marks, "agent-pay"):
-            await asyncio.sleep(0.1)
-    holder.send_signal(signal.SIGKILL)  # dies holding the claim: the run stays "running"
+            await asyncio.sleep(0.05)
+    claimed_at = time.time()  # the holder claimed the run, and hangs in the tool
+    holder.send_signal(signal.SIGKILL)  # dies holding the claim: the run stays "running", nobody renews it
     await asyncio.to_thread(holder.wait)
     assert await status_of(s3, run_id) == "running"
-    early = await answer(child(env, "approve", run_id, "0"))
-    assert early == {**early, "ok": False, "code": "run_not_suspended"}, "within the lease the claim holds"
-    await asyncio.sleep(3.5)  # no renewal came: the lease ran out
-    late = await answer(child(env, "approve", run_id, "0"))
-    assert late["ok"] and late["text"] == "Paid.", late
-    assert marks_of(marks, "agent-pay") == [str(holder.pid), str(late["pid"])]
+    go["early"].touch()  # well within the lease
+    refused = await answer(early)
+    assert time.time() - claimed_at < lease, "the early attempt came within the lease"
+    assert refused["ok"] is False and refused["code"] == "run_not_suspended", refused
+    await asyncio.sleep(max(0.0, claimed_at + lease + 1 - time.time()))
+    go["late"].touch()  # past the lease: taken over
+    taken = await answer(late)
+    assert taken["ok"] and taken["text"] == "Paid.", taken
+    assert marks_of(marks, "agent-pay") == [str(holder.pid), str(taken["pid"])]
     assert await status_of(s3, run_id) == "finished"
 
 
-async def test_a_live_run_longer_than_the_lease_keeps_its_claim(shared):
+async def test_a_live_run_longer_than_the_lease_keeps_its_claim(shared, tmp_path):
     env, marks, s3 = shared
-    env = {**env, "VOICESERVER_STORAGE__CLAIM_LEASE_S": "2"}
+    lease = 2.0
+    env = {**env, "VOICESERVER_STORAGE__CLAIM_LEASE_S": str(lease)}
     run_id = await suspended_run(env)
-    holder = child(env, "approve", run_id, "0", CLAIMS_APP_HOLD_S="7")  # runs 3.5 leases, renewing its claim
+    go_holder, go_other = tmp_path / "go-holder", tmp_path / "go-other"
+    holder = child(env, "approve", run_id, str(go_holder), CLAIMS_APP_HOLD_S="10")  # 5 leases, renewing its claim
+    other = child(env, "approve", run_id, str(go_other))
+    await asyncio.sleep(8)
+    go_holder.touch()
     async with asyncio.timeout(60):
         while not marks_of(marks, "agent-pay"):
-            await asyncio.sleep(0.1)
-    await asyncio.sleep(3)  # past one lease since the claim
-    other = await answer(child(env, "approve", run_id, "0"))
-    assert other["ok"] is False and other["code"] == "run_not_suspended", other
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(2 * lease)  # two leases in, while the tool still runs
+    go_other.touch()
+    refused = await answer(other)
+    assert refused["ok"] is False and refused["code"] == "run_not_suspended", refused
+    assert await status_of(s3, run_id) == "running", "the holder was still running when the other one tried"
     assert (await answer(holder))["ok"]
     assert len(marks_of(marks, "agent-pay")) == 1
+    assert await status_of(s3, run_id) == "finished"
 
 
 async def test_a_workflow_resumed_through_two_servers_at_once_runs_once(shared, models_dir):

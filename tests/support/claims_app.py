@@ -6,7 +6,8 @@ CLAIMS_APP_MARKS (so a test counts how often it ran, in any process) and then ta
 Storage: LanceDB from the settings (LANCEDB_URI, VOICESERVER_LANCEDB_STORAGE_OPTIONS, VOICESERVER_STORAGE__*).
 
     python claims_app.py suspend                    -> prints the suspended agent run's id
-    python claims_app.py approve <run_id> <at>      -> approves it at wall-clock time <at>; prints {"ok", ...}
+    python claims_app.py approve <run_id> <at>      -> approves it at wall-clock time <at> (seconds), or once the
+                                                       file <at> (a path) exists; prints {"ok", ...}
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ def app() -> VoiceApp:
     return build()
 
 
+async def wait_for_moment(moment: str) -> None:
+    """Wait until wall-clock time ``moment`` (seconds), or until the file ``moment`` (a path) exists."""
+    if moment.startswith("/"):
+        while not Path(moment).exists():
+            await asyncio.sleep(0.02)
+        return
+    await asyncio.sleep(max(0.0, float(moment) - time.time()))
+
+
 async def main(argv: list[str]) -> None:
     voice_app = build()
     agent = voice_app.get_agent("Cashier")
@@ -96,7 +106,7 @@ async def main(argv: list[str]) -> None:
             print(json.dumps({"run_id": result.run_id}), flush=True)
         elif argv[0] == "approve":
             await store.open()
-            await asyncio.sleep(max(0.0, float(argv[2]) - time.time()))
+            await wait_for_moment(argv[2])
             try:
                 stream = await agent.approve_tool_call(run_id=argv[1])
                 final = await stream.result()
