@@ -51,6 +51,13 @@ async def answer(proc: subprocess.Popen, timeout_s: float = 120.0) -> dict:
     return json.loads(lines[-1])
 
 
+async def ready(*procs: subprocess.Popen) -> None:
+    """Wait until each child opened the store and waits for its go-file (its first line)."""
+    for proc in procs:
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
+        assert json.loads(line) == {"ready": True}, line
+
+
 def marks_of(marks: Path, what: str) -> list[str]:
     return [line.split()[1] for line in marks.read_text().splitlines() if line.split()[0] == what]
 
@@ -90,7 +97,7 @@ async def test_a_claim_whose_process_died_is_taken_over_after_the_lease(shared, 
     holder = child(env, "approve", run_id, str(go["holder"]), CLAIMS_APP_HOLD_S="120")
     early = child(env, "approve", run_id, str(go["early"]))
     late = child(env, "approve", run_id, str(go["late"]))
-    await asyncio.sleep(8)  # all three are up and waiting
+    await ready(holder, early, late)
     go["holder"].touch()
     async with asyncio.timeout(60):
         while not marks_of(marks, "agent-pay"):
@@ -119,7 +126,7 @@ async def test_a_live_run_longer_than_the_lease_keeps_its_claim(shared, tmp_path
     go_holder, go_other = tmp_path / "go-holder", tmp_path / "go-other"
     holder = child(env, "approve", run_id, str(go_holder), CLAIMS_APP_HOLD_S="10")  # 5 leases, renewing its claim
     other = child(env, "approve", run_id, str(go_other))
-    await asyncio.sleep(8)
+    await ready(holder, other)
     go_holder.touch()
     async with asyncio.timeout(60):
         while not marks_of(marks, "agent-pay"):

@@ -166,3 +166,26 @@ async def test_vectors_written_during_an_outage_reach_semantic_recall_after_it(s
     assert [m.content for m in context.recalled] == ["My favourite colour is blue."]
     await other.close()
     await memory.close()
+
+
+async def test_a_journal_left_by_a_dead_process_is_replayed_at_start(s3, tmp_path):
+    import os
+
+    options, proxy = s3
+    store = store_for(options, tmp_path / "journal")
+    memory = Memory(store, embedder=None, options=MEMORY_OPTIONS)
+    await memory.open()
+    outage = proxy.blackhole()
+    await memory.save_messages([Message("user", "kept 1", "call-d", "eve")])
+    await memory.save_messages([Message("user", "kept 2", "call-d", "eve")])
+    pending = store.health()["pending_writes"]
+    # The process dies: its probing stops, and its journal file is let go (the lock goes with the process).
+    store._recovery.cancel()
+    os.close(store.journal._fd)
+    store.journal._fd = None
+    proxy.remove(outage)
+    fresh = store_for(options, tmp_path / "journal")
+    await fresh.open()  # adopts the file and replays it before it returns
+    assert fresh.health() == {**fresh.health(), "state": "ok", "pending_writes": 0, "flushed_writes": pending}
+    assert said((await Memory(fresh, embedder=None).recall("call-d", "eve")).messages) == ["kept 1", "kept 2"]
+    await fresh.close()
