@@ -219,7 +219,11 @@ class VoiceClient:
                     return result
             elif kind == "error":
                 result.errors.append(item)
-                if item.get("turn_id") or item.get("code") in ("stt_failed", "llm_failed", "turn_timeout"):
+                # Once a response started, the server ends it (an apology, response.done, metrics) even after an
+                # error: keep reading so those events do not spill into the next turn.
+                responding = any(e.get("type") == "response.started" for e in result.events)
+                if not responding and (item.get("turn_id") or item.get("code") in ("stt_failed", "llm_failed",
+                                                                                     "turn_timeout")):
                     return result
 
     async def ask_text(self, text: str, timeout: float = 60.0) -> TurnResult:

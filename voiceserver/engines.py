@@ -42,6 +42,12 @@ class NotConfiguredError(ProviderError):
         super().__init__("not_configured", message)
 
 
+# Transport failures, by class name (the openai SDK's and httpx's): the provider could not be reached or the
+# connection broke (a reset mid-stream is a ReadError or RemoteProtocolError), so another try may succeed.
+CONNECTION_ERRORS = ("APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout", "ReadTimeout",
+                     "WriteTimeout", "PoolTimeout", "ReadError", "WriteError", "RemoteProtocolError", "NetworkError")
+
+
 def map_exception(exc: BaseException, provider: str, operation: str) -> ProviderError:
     """Turn any exception from a provider into a ProviderError with a code a client can act on."""
     if isinstance(exc, ProviderError):
@@ -54,7 +60,7 @@ def map_exception(exc: BaseException, provider: str, operation: str) -> Provider
     name = type(exc).__name__
     # The openai SDK's error classes, matched by name so this module does not import the SDK.
     status = getattr(exc, "status_code", None)
-    if name in ("APIConnectionError", "APITimeoutError", "ConnectError", "ReadTimeout") or (
+    if name in CONNECTION_ERRORS or (
         isinstance(status, int) and (status == 429 or status >= 500)
     ):
         return ProviderError(f"{operation}_unavailable", f"{provider} {operation} failed: {exc}", retryable=True,

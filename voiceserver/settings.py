@@ -340,6 +340,36 @@ class WebRtcConfig(_Section):
                                                                          "more waits (must exceed turn.output_lead_ms)")
 
 
+class StorageConfig(_Section):
+    """Memory storage (LanceDB at LANCEDB_URI): outages, durability on local disk, and claims on suspended runs shared
+    by several servers (docs/architecture.md, "Storage: outages, durability, claims")."""
+
+    journal_dir: str | None = Field(
+        "auto", description="where writes wait while storage is unreachable (an fsynced append-only journal, "
+                            "replayed in order when storage answers and at start); auto: a 'journal' directory "
+                            "next to a local memory directory, ./data/journal for an object store; null: off "
+                            "(a storage outage fails the writes)")
+    journal_max_entries: int = Field(10_000, ge=1, le=10_000_000,
+                                     description="writes the journal holds at most (then storage_journal_full)")
+    journal_max_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024, le=1 << 40,
+                                   description="bytes the journal holds at most (then storage_journal_full)")
+    op_timeout_s: float = Field(5.0, gt=0, le=300, description="a storage call without an answer after this long "
+                                                               "is probed; if the probe fails too, storage is "
+                                                               "degraded")
+    probe_interval_s: float = Field(1.0, gt=0, le=300, description="how often storage is probed during an outage")
+    cache_rows: int = Field(20_000, ge=0, le=10_000_000, description="rows read or written recently, kept in "
+                                                                     "memory to answer reads during an outage")
+    fsync: bool | Literal["files", "filesystem"] = Field(
+        False, description="local disk: make each commit durable before the write returns, so an acknowledged turn "
+                           "survives a power cut. true or files: fsync the commit's new files and directories "
+                           "(about 8 flushes per turn); filesystem: one syncfs of the memory's filesystem per write "
+                           "(cheaper, but it also flushes whatever else is dirty there). Cost: "
+                           "scripts/bench_durability.py")
+    claim_lease_s: float = Field(60.0, ge=1, le=86400, description="a suspended run claimed by a server that "
+                                                                   "stopped renewing the claim (it died) may be "
+                                                                   "claimed again after this long")
+
+
 class Settings(BaseSettings):
     """Everything the server reads from its environment, in one validated object."""
 
@@ -382,6 +412,7 @@ class Settings(BaseSettings):
     openai_endpoints: OpenAIEndpointsConfig = Field(default_factory=OpenAIEndpointsConfig)
     webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -420,6 +451,17 @@ class Settings(BaseSettings):
     @property
     def tts_provider(self) -> Provider:
         return self.tts_chain[0]
+
+    def journal_dir_for(self, uri: str) -> Path | None:
+        """The storage journal directory for memory at ``uri`` (``storage.journal_dir``, "auto" resolved)."""
+        configured = self.storage.journal_dir
+        if configured is None or configured.lower() in ("", "none", "null", "off"):
+            return None
+        if configured != "auto":
+            return Path(configured)
+        if "://" not in uri or uri.startswith("file://"):
+            return Path(uri.removeprefix("file://")).parent / "journal"
+        return Path("data") / "journal"
 
     @property
     def token_secrets(self) -> list[str]:

@@ -1,15 +1,15 @@
 """A VoiceApp for process-level tests (`voiceserver serve --app memory_app:app` with tests/support on PYTHONPATH):
 a scripted model that remembers names through the working-memory tool, and LanceDB memory at LANCEDB_URI (with
-VOICESERVER_LANCEDB_STORAGE_OPTIONS as JSON for S3)."""
+VOICESERVER_LANCEDB_STORAGE_OPTIONS as JSON for S3, and the storage.* settings)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
 from voiceserver.agent import Agent
 from voiceserver.memory import LanceDBStore, Memory
+from voiceserver.settings import load_settings
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 from voiceserver.voice_app import VoiceApp
 
@@ -41,8 +41,9 @@ def remembering_model(delay_s: float = 0.0) -> ScriptedChatModel:
 
 
 def build(delay_s: float = 0.0) -> VoiceApp:
-    options = json.loads(os.environ.get("VOICESERVER_LANCEDB_STORAGE_OPTIONS") or "{}")
-    store = LanceDBStore(os.environ["LANCEDB_URI"], storage_options=options or None)
+    # The server's own settings (LANCEDB_URI, VOICESERVER_LANCEDB_STORAGE_OPTIONS, VOICESERVER_STORAGE__*), as the
+    # composition root builds its stores.
+    store = LanceDBStore.from_settings(load_settings())
     memory = Memory(storage=store, embedder="wordllama", models_dir=os.environ.get("VOICESERVER_MODELS_DIR"),
                     options={"last_messages": 10, "semantic_recall": {"top_k": 2, "message_range": 1},
                              "working_memory": {"enabled": True, "scope": "resource"}})

@@ -112,3 +112,25 @@ def test_unreadable_and_malformed_files(tmp_path):
         load_settings(write(tmp_path, "{not json", "bad.json"))
     with pytest.raises(SettingsError, match="mapping at the top level"):
         load_settings(write(tmp_path, "- a\n- b\n", "list.yaml"))
+
+
+def test_storage_section_from_the_environment_and_the_journal_directory(monkeypatch):
+    from pathlib import Path
+
+    defaults = load_settings()
+    assert defaults.journal_dir_for("./data/memory") == Path("data/journal")
+    assert defaults.journal_dir_for("/srv/voice/memory") == Path("/srv/voice/journal")
+    assert defaults.journal_dir_for("s3://bucket/memory") == Path("data/journal")
+    assert defaults.storage.fsync is False and defaults.storage.claim_lease_s == 60.0
+    monkeypatch.setenv("VOICESERVER_STORAGE__JOURNAL_DIR", "/var/lib/voice/journal")
+    monkeypatch.setenv("VOICESERVER_STORAGE__FSYNC", "filesystem")
+    monkeypatch.setenv("VOICESERVER_STORAGE__OP_TIMEOUT_S", "2.5")
+    s = load_settings()
+    assert s.journal_dir_for("s3://bucket/memory") == Path("/var/lib/voice/journal")
+    assert s.storage.fsync == "filesystem" and s.storage.op_timeout_s == 2.5
+    monkeypatch.setenv("VOICESERVER_STORAGE__JOURNAL_DIR", "null")
+    assert load_settings().journal_dir_for("s3://bucket/memory") is None
+    monkeypatch.setenv("VOICESERVER_STORAGE__FSYNC", "sometimes")
+    with pytest.raises(SettingsError) as bad:
+        load_settings()
+    assert "storage.fsync" in str(bad.value)

@@ -24,7 +24,7 @@ async def search_hits(store: LanceDBStore, vectors_name: str | None, query_vecto
     """Nearest message vectors of the caller (and thread), best first, each with ``score`` = cosine similarity."""
     if vectors_name is None or limit <= 0:
         return []
-    where = both(eq("resource_id", resource_id, "resource"), "kind = 'message'",
+    where = both(eq("resource_id", resource_id, "resource"), eq("kind", "message"),
                  eq("thread_id", thread_id, "thread") if thread_id is not None else None)
     rows = await store.nearest(vectors_name, query_vector, where, limit, ["id", "thread_id", "created_at"])
     hits = []

@@ -2,7 +2,9 @@
 
 :class:`RunStore` is the narrow interface the agent, workflow and network engines use. :class:`InMemoryRunStore`
 keeps runs in this process (tests, or no storage configured); ``memory.LanceDBStore`` implements the same methods
-on LanceDB so a suspended run survives the process that started it.
+on LanceDB so a suspended run survives the process that started it. A store that also has ``claim_run``
+(:class:`ClaimingRunStore`) lets a suspended run be continued exactly once, even from two servers at once
+(:mod:`.claims`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ class RunStore(Protocol):
         """Remove a run (no error if absent)."""
 
 
+@runtime_checkable
+class ClaimingRunStore(RunStore, Protocol):
+    """A RunStore that can claim a run atomically, also across processes sharing it (LanceDBStore does)."""
+
+    async def claim_run(self, record: RunRecord, *, expect_status: str, expect_updated_at: float) -> bool:
+        """Save ``record`` only if the stored run still has ``expect_status`` and ``expect_updated_at`` (as it was
+        read): a compare-and-swap. True when this call won; False when the run changed (or is gone) meanwhile.
+        The saved record gets a new ``updated_at`` (set on ``record`` too)."""
+
+    async def load_run(self, kind: str, run_id: str, *, fresh: bool = False) -> RunRecord | None:
+        """The run; ``fresh``: as committed right now (not a version up to ``read_consistency_s`` old)."""
+
+
 class InMemoryRunStore:
     """RunStore in a dict, for tests and for deployments without storage."""
 
@@ -65,9 +80,21 @@ class InMemoryRunStore:
             stored.updated_at = time.time()
             self._runs[(record.kind, record.run_id)] = stored
 
-    async def load_run(self, kind: str, run_id: str) -> RunRecord | None:
+    async def load_run(self, kind: str, run_id: str, *, fresh: bool = False) -> RunRecord | None:
         record = self._runs.get((kind, run_id))
         return copy.deepcopy(record) if record else None
+
+    async def claim_run(self, record: RunRecord, *, expect_status: str, expect_updated_at: float) -> bool:
+        """See :class:`ClaimingRunStore` (atomic within this process: one dict behind a lock)."""
+        async with self._lock:
+            existing = self._runs.get((record.kind, record.run_id))
+            if existing is None or existing.status != expect_status or existing.updated_at != expect_updated_at:
+                return False
+            stored = copy.deepcopy(record)
+            stored.created_at = existing.created_at
+            stored.updated_at = record.updated_at = max(time.time(), existing.updated_at + 1e-6)
+            self._runs[(record.kind, record.run_id)] = stored
+            return True
 
     async def list_runs(self, kind: str, owner_id: str | None = None, resource_id: str | None = None,
                         status: str | None = None, limit: int = 100) -> list[RunRecord]:

@@ -73,6 +73,12 @@ class VoiceServer:
     def engine_status(self) -> dict[str, str]:
         return {s.name: (s.state if s.state != "failed" else f"failed: {s.error}") for s in self.slots}
 
+    def storage_status(self) -> dict[str, dict[str, Any]]:
+        """Each memory store's health (ok, degraded, flushing; pending journaled writes), by store URI."""
+        memories = [self.memory, *(getattr(a, "memory", None) for a in self.agents.values())]
+        stores = {id(s): s for m in memories if (s := getattr(m, "storage", None)) is not None}
+        return {str(getattr(s, "uri", i)): s.health() for i, s in stores.items() if hasattr(s, "health")}
+
     async def load_engines(self) -> None:
         """Load every engine once (each in its own thread inside its provider), sequentially to spare the CPU."""
         for slot in self.slots:
@@ -187,8 +193,7 @@ def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any
     if key not in cache:
         store_key = f"store:{uri}"
         if store_key not in cache:
-            cache[store_key] = LanceDBStore(uri=uri, storage_options=dict(settings.lancedb_storage_options) or None,
-                                            live_activity=live_activity)
+            cache[store_key] = LanceDBStore.from_settings(settings, uri, live_activity=live_activity)
         options = {"last_messages": config.last_messages,
                    "semantic_recall": {"top_k": config.recall_top_k, "message_range": config.recall_message_range,
                                        "threshold": config.recall_threshold, "scope": "resource"}

@@ -35,7 +35,12 @@ async def readyz(request: Request) -> Response:
     server = _server(request)
     status = server.engine_status()
     missing = [name for name, state in status.items() if state != "ready"]
-    body = {"ready": not missing, "engines": status, "missing": missing}
+    body: dict = {"ready": not missing, "engines": status, "missing": missing}
+    # Storage that is unreachable (or flushing its journal) does not stop turns: still ready, and said so.
+    storage = server.storage_status()
+    if storage:
+        body["storage"] = storage
+        body["degraded"] = sorted(name for name, health in storage.items() if health["state"] != "ok")
     return JSONResponse(body, status_code=200 if not missing else 503)
 
 

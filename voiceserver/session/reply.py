@@ -114,10 +114,34 @@ class Reply:
             await self._accept(phrase, limited=False)
 
     async def finish(self) -> None:
-        """Speak what is left and wait until the last frame is queued."""
+        """Speak what is left and wait until the last frame is queued (raises the voice's error if it failed)."""
         await self._flush_model_text()
-        await self.phrases.put(None)
+        await self._enqueue(None)
         await self._task
+
+    @property
+    def voice_failed(self) -> bool:
+        """The speaker stopped on an error (its text-to-speech failed): nothing more can be spoken."""
+        return self._task.done() and not self._task.cancelled() and self._task.exception() is not None
+
+    async def _enqueue(self, item: str | None) -> None:
+        """Hand a phrase to the speaker. If the speaker failed, its error is raised here, in the turn, instead of
+        waiting on a queue nobody reads any more."""
+        if self.voice_failed:
+            raise self._task.exception()  # type: ignore[misc]
+        if not self.phrases.full():
+            self.phrases.put_nowait(item)
+            return
+        put = asyncio.ensure_future(self.phrases.put(item))
+        try:
+            await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not put.done():
+                put.cancel()
+        if not put.done() or put.cancelled():
+            if self.voice_failed:
+                raise self._task.exception()  # type: ignore[misc]
+            raise RuntimeError("the reply's speaker stopped")
 
     async def close(self) -> None:
         """Stop speaking now (barge-in, error)."""
@@ -147,7 +171,7 @@ class Reply:
         turn = self.turn
         await self.ctx.outbox.put(ResponseTextDelta(turn.id, (" " if turn.reply_parts else "") + phrase))
         turn.reply_parts.append(phrase)
-        await self.phrases.put(phrase)
+        await self._enqueue(phrase)
         if limited and ends_sentence(phrase):
             self.sentences += 1
             if self.limits.max_sentences and self.sentences >= self.limits.max_sentences:
@@ -262,8 +286,11 @@ class Responder:
         reply = Reply(turn, ctx, voice=ctx.voice(), output_format=ctx.config.output_format,
                       limits=self.limits_for(turn))
         try:
+            failed = True
             try:
                 await speak(reply)
+                await reply.finish()  # the voice's own failure surfaces here (or in speak, once its queue fills)
+                failed = False
             except ProviderError as exc:
                 await self._failed(turn, reply, exc.code, exc.message)
             except asyncio.CancelledError:
@@ -272,7 +299,8 @@ class Responder:
                 log.exception("reply failed")
                 await self._failed(turn, reply, getattr(exc, "code", None) or "internal_error",
                                    f"{type(exc).__name__}: {exc}")
-            await reply.finish()
+            if failed and not reply.voice_failed:
+                await reply.finish()  # the apology
         finally:
             await reply.close()
         if turn.recorder == "session":
@@ -280,17 +308,32 @@ class Responder:
         await ctx.outbox.put(ResponseDone(turn.id, turn.reply, interrupted=False))
         await report_turn(ctx, turn)
 
+    async def apologise(self, turn: Turn, code: str, message: str) -> None:
+        """A turn that failed before anything could be answered (nothing was understood): the error and the apology
+        go out as one response, recorded with the error code."""
+
+        async def speak(reply: Reply) -> None:
+            await self._failed(turn, reply, code, message)
+
+        await self.respond(turn, speak, user_text=None)
+
     async def _failed(self, turn: Turn, reply: Reply, code: str, message: str) -> None:
-        """No provider was left: tell the client, apologise aloud when the voice still works, carry on."""
+        """No provider was left: tell the client, apologise aloud when the voice still works, carry on.
+
+        When the model failed, its run saved nothing: the session records what the caller said and the apology,
+        with the code. When the voice failed, the answer itself was complete: the answerer keeps what was sent
+        (its text) as usual, and the code is in the turn's log line and metrics."""
         log.warning(f"turn failed: {code}: {message}")
         turn.error_code = code
-        turn.recorder = "session"  # a failed run saved nothing: the session keeps what the caller said
+        voice = code.startswith("tts_") or reply.voice_failed
+        if not voice:
+            turn.recorder = "session"
         if turn.stream is not None:
             with contextlib.suppress(Exception):
-                await turn.stream.cancel(heard_text=None)
+                await turn.stream.cancel(heard_text=(turn.reply or None) if voice else None)
         await self.ctx.error(code, message, turn.id)
         apology = self.ctx.deps.turn.apology
-        if apology and not code.startswith("tts_"):
+        if apology and not voice:
             await reply.say(apology)
 
     async def _play_actions(self, turn: Turn, reply: Reply, stream: TurnStream, questions: QuestionHost,

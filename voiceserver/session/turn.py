@@ -174,10 +174,7 @@ class TurnRunner:
             except ProviderError as exc:
                 # Nothing was understood, so nothing can be answered: say so aloud and carry on.
                 turn.metrics["stt_ms"] = (ctx.now() - turn.ended_at) * 1000
-                turn.error_code = exc.code
-                await ctx.error(exc.code, exc.message, turn.id)
-                if ctx.deps.turn.apology:
-                    await self.responder.say(turn, ctx.deps.turn.apology, user_text=None)
+                await self.responder.apologise(turn, exc.code, exc.message)
                 return None
             turn.metrics["stt_compute_ms"] = (ctx.now() - started) * 1000
         turn.metrics["stt_ms"] = (ctx.now() - turn.ended_at) * 1000

@@ -7,9 +7,10 @@
 
 ``loop.time()`` starts at 0 and jumps to the next timer whenever every task is waiting, so a timeline of sleeps,
 timeouts and scripted delays runs instantly and always in the same order: a test asserts exact positions instead of
-"either of two outcomes". Real I/O still works (the selector is polled first), but work in threads does not advance
-the virtual clock: drive code whose engines are scripted (voiceserver.testing's ScriptedSTT, ToneTTS,
-ScriptedChatModel), not real models.
+"either of two outcomes". Real I/O still works (the selector is polled first). While work submitted to an executor
+(``asyncio.to_thread``, ``run_in_executor``) is running the clock stands still: the loop waits for it in real time,
+so a thread's duration never lets a timeout fire early. Drive code whose engines are scripted (voiceserver.testing's
+ScriptedSTT, ToneTTS, ScriptedChatModel): a real model's seconds of work would count as no time at all.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class _VirtualSelector(selectors.DefaultSelector):
             return ready
         if timeout is None:  # nothing scheduled: only I/O (a thread's call_soon_threadsafe) can wake us
             return super().select(None)
+        if self._loop.threads_running:  # work in a thread: wait for it for real, the clock stands still
+            return super().select(min(timeout, 0.05))
         ready = super().select(min(timeout, REAL_POLL_S))
         if not ready:
             self._loop.advance(timeout)
@@ -45,7 +48,17 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         self._virtual_now = 0.0
+        self.threads_running = 0
         super().__init__(selector=_VirtualSelector(self))
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future:
+        future = super().run_in_executor(executor, func, *args)
+        self.threads_running += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, _future: asyncio.Future) -> None:
+        self.threads_running -= 1
 
     def time(self) -> float:
         return self._virtual_now

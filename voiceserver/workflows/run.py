@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from voiceserver.logs import get_logger, log_context
-from voiceserver.runs.store import RunRecord
+from voiceserver.runs.store import ClaimingRunStore, RunRecord
 from voiceserver.workflows.executor import Executor, Resume, mark_interrupted, new_state
 from voiceserver.workflows.schema import WorkflowError, dump, validate
 
@@ -204,6 +204,7 @@ class Run:
         self._queues: list[asyncio.Queue[Any]] = []
         self._persist_lock = asyncio.Lock()
         self._encoder = SnapshotEncoder()
+        self._loaded: tuple[str, float] | None = None  # (status, updated_at) of the record last read from storage
 
     @classmethod
     def from_record(cls, workflow: Workflow, record: RunRecord) -> Run:
@@ -295,6 +296,24 @@ class Run:
             if record.owner_id != self.workflow.id:
                 raise WorkflowError(f"run {self.run_id!r} belongs to workflow {record.owner_id!r}")
             self._state = exec_state_of(record)
+            self._loaded = (record.status, record.updated_at)
+
+    async def _claim(self) -> None:
+        """Mark the suspended run running in storage with the store's compare-and-swap (a ClaimingRunStore), so of two
+        servers resuming it at once exactly one goes on; the other gets RunStateError."""
+        store, token = self.workflow.storage, self._loaded
+        if token is None or not isinstance(store, ClaimingRunStore) or self._state is None:
+            return
+        previous, self._state["status"] = self._state["status"], "running"
+        try:
+            record = RunRecord(kind="workflow", run_id=self.run_id, owner_id=self.workflow.id, status="running",
+                               snapshot=self.snapshot, resource_id=self.resource_id, created_at=self._created_at)
+            won = await store.claim_run(record, expect_status=token[0], expect_updated_at=token[1])
+        finally:
+            self._state["status"] = previous
+        self._loaded = None
+        if not won:
+            raise RunStateError(f"run {self.run_id!r} was just resumed elsewhere")
 
     def _begin(self, state: dict[str, Any], resume: Resume | None) -> None:
         other = self.workflow._active.get(self.run_id)
@@ -346,7 +365,9 @@ class Run:
         leaves the run suspended.
         """
         await self._refresh()
-        self._begin(self._state, self._resume_target(step, resume_data))  # type: ignore[arg-type]
+        target = self._resume_target(step, resume_data)
+        await self._claim()
+        self._begin(self._state, target)  # type: ignore[arg-type]
         return await self._wait()
 
     def resume_stream(self, step: Any = None, resume_data: Any = None) -> WorkflowStream:
@@ -355,7 +376,9 @@ class Run:
 
         async def begin() -> None:
             await self._refresh()
-            self._begin(self._state, self._resume_target(step, resume_data))  # type: ignore[arg-type]
+            target = self._resume_target(step, resume_data)
+            await self._claim()
+            self._begin(self._state, target)  # type: ignore[arg-type]
 
         return WorkflowStream(self, begin)
 
