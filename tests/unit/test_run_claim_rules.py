@@ -1,5 +1,5 @@
 """Claims on suspended runs, on values and an in-process store: the compare-and-swap, leases, and the error a lost
-race gives (the cross-process behaviour is in tests/integration/test_run_claims.py)."""
+race gives (the cross-process behaviour is in tests/integration/test_run_claims.py; the basenames differ because pytest collects both as top-level modules)."""
 
 from __future__ import annotations
 
