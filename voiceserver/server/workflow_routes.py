@@ -82,7 +82,7 @@ async def _body(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, a number over 4300 digits
         raise HttpError(400, "invalid_json", f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise HttpError(400, "invalid_json", "request body must be a JSON object")
