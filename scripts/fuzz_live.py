@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ class Report:
     normal_turn: str = "not run"
     log_problems: list[str] = field(default_factory=list)
     log_lines: int = 0
+    native_warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -97,6 +99,9 @@ class Report:
         lines.append(f"normal turn afterwards: {self.normal_turn}")
         lines.append(f"server log: {self.log_lines} lines, {len(self.log_problems)} unhandled exceptions or errors")
         lines += [f"  {p[:300]}" for p in self.log_problems[:10]]
+        if self.native_warnings:
+            lines.append(f"native library warnings (not counted): {len(self.native_warnings)}")
+            lines += [f"  {w[:300]}" for w in self.native_warnings[:3]]
         lines.append("PASS" if self.ok else "FAIL")
         return "\n".join(lines)
 
@@ -157,8 +162,13 @@ async def stop_server(server: ServerProcess) -> int:
         return await asyncio.to_thread(server.proc.wait, 10)
 
 
-def log_problems(path: Path) -> tuple[int, list[str]]:
-    """(lines, problems): stack traces, error-level records and non-JSON lines in a JSON log."""
+# A native library's own logger writes to stderr itself (Lance, in Rust: "[2026-01-01T00:00:00Z WARN  lance::...]").
+NATIVE_LOG = re.compile(r"\[\d{4}-\d\d-\d\dT[\d:.]+Z (WARN|INFO|DEBUG|TRACE) +[\w:]+\]")
+
+
+def log_problems(path: Path, native: list[str] | None = None) -> tuple[int, list[str]]:
+    """(lines, problems): stack traces, error-level records and non-JSON lines in a JSON log. A native library's
+    warnings (Lance's, written by Rust to stderr) are not problems: they go to ``native`` when it is given."""
     problems, lines = [], 0
     for line in path.read_text(errors="replace").splitlines():
         if not line.strip():
@@ -167,6 +177,10 @@ def log_problems(path: Path) -> tuple[int, list[str]]:
         try:
             record = json.loads(line)
         except ValueError:
+            if NATIVE_LOG.match(line):
+                if native is not None:
+                    native.append(line)
+                continue
             problems.append(f"not JSON: {line}")
             continue
         if not isinstance(record, dict):
@@ -282,7 +296,7 @@ async def run(args: argparse.Namespace, work: Path) -> Report:
         code = await stop_server(server)
         if code != 0:
             report.log_problems.append(f"the server exited with {code}")
-    report.log_lines, problems = log_problems(server.log_path)
+    report.log_lines, problems = log_problems(server.log_path, report.native_warnings)
     report.log_problems += problems
     return report
 

@@ -7,8 +7,13 @@ type. Inputs come from voiceserver.testing.fuzz (valid messages mutated) and fro
 
 import json
 import random
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+
 from fuzz_strategies import FUZZ, MAX_MESSAGE_CHARS, PER_MESSAGE, json_values, one_field_changed, scalars
 from hypothesis import given
 from hypothesis import strategies as st

@@ -8,8 +8,13 @@ rendered by the server is accepted back unchanged; items survive a parse / rende
 import dataclasses
 import json
 import random
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+
 from fuzz_strategies import FUZZ, MAX_MESSAGE_CHARS, PER_MESSAGE, json_values, one_field_changed
 from hypothesis import given
 from hypothesis import strategies as st

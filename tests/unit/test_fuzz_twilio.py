@@ -3,8 +3,13 @@ StreamBadInput with a documented code, and what the server encodes decodes back 
 
 import json
 import random
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+
 from fuzz_strategies import FUZZ, MAX_MESSAGE_CHARS, PER_MESSAGE, one_field_changed
 from hypothesis import given
 from hypothesis import strategies as st
