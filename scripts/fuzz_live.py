@@ -119,7 +119,8 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
 
-async def start_server(work: Path, *, real: bool = False, timeout_s: float = 300.0) -> ServerProcess:
+async def start_server(work: Path, *, real: bool = False, timeout_s: float = 300.0,
+                       ms_per_char: float = 20.0) -> ServerProcess:
     """The scripted target (or `voiceserver serve` with the local models) on 127.0.0.1, logging JSON to a file."""
     log_path = work / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the child writes it; closed when the process is reaped
@@ -133,7 +134,7 @@ async def start_server(work: Path, *, real: bool = False, timeout_s: float = 300
     else:
         port_file = work / "port"
         cmd = [sys.executable, "-m", "voiceserver.testing.fuzz_target", "--data", str(work), "--port-file",
-               str(port_file)]
+               str(port_file), "--ms-per-char", str(ms_per_char)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
     log.close()
     deadline = time.monotonic() + timeout_s
