@@ -11,6 +11,7 @@ and workflow REST routes have something to read, resume and cancel. ``debug_stat
 from __future__ import annotations
 
 import argparse
+import itertools
 import socket
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from ..memory import LanceDBStore, Memory
 from ..server.composition import VoiceServer, build_server
 from ..settings import LimitsConfig, Settings, WebRtcConfig
 from ..workflows import create_step, create_workflow
-from .fake_llm import ScriptedChatModel
+from .fake_llm import Reply, ScriptedChatModel
 from .fake_voice import ScriptedSTT, ToneTTS
 
 REPLY = "Okay. I can help with that."
@@ -75,11 +76,16 @@ def build_target(data_dir: Path, *, settings: Settings | None = None, ms_per_cha
                     options={"last_messages": 10, "semantic_recall": {"enabled": False},
                              "working_memory": {"enabled": True, "scope": "resource", "extract": False}})
     workflow = booking_workflow(store)
-    agent = Agent(name="Assistant", instructions="Be brief.", model=ScriptedChatModel([reply]), memory=memory,
+    numbered = itertools.count(1)
+    # A different reply each turn (numbered), as a model gives: the same words every turn would make the agent's
+    # repetition guard ask twice. The fakes keep only their last 100 records: the server runs for hours.
+    model = ScriptedChatModel([Reply(respond=lambda _request: f"Reply {next(numbered)}. {reply}")],
+                              keep_requests=100)
+    agent = Agent(name="Assistant", instructions="Be brief.", model=model, memory=memory,
                   workflows={WORKFLOW_ID: workflow})
-    return build_server(settings or target_settings(), stt=ScriptedSTT([transcript]),
-                        tts=ToneTTS(ms_per_char=ms_per_char), agents={"Assistant": agent}, memory=memory,
-                        workflows={WORKFLOW_ID: workflow})
+    return build_server(settings or target_settings(), stt=ScriptedSTT([transcript], keep_calls=100),
+                        tts=ToneTTS(ms_per_char=ms_per_char, keep_phrases=100), agents={"Assistant": agent},
+                        memory=memory, workflows={WORKFLOW_ID: workflow})
 
 
 def main(argv: list[str] | None = None) -> int:
