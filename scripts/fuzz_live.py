@@ -285,7 +285,7 @@ async def run(args: argparse.Namespace, work: Path) -> Report:
                        endpoints=endpoints, report=Report())
         started = time.monotonic()
         stop = asyncio.Event()
-        sampler = asyncio.create_task(sample_rss(server, report, started, stop, max(1.0, args.seconds / 60)))
+        sampler = asyncio.create_task(sample_rss(server, report, started, stop, 1.0))
         await fuzz_all(server, messages=args.messages, seconds=args.seconds, seed=args.seed, endpoints=endpoints,
                        report=report)
         report.seconds = time.monotonic() - started
