@@ -1,4 +1,4 @@
-"""Session bugs the live fuzz (scripts/fuzz_live.py) found, kept as regressions on a virtual clock."""
+"""Bugs the fuzzing found outside the codecs (a session, memory), kept as regressions."""
 
 from __future__ import annotations
 
@@ -26,3 +26,20 @@ def test_a_turn_cancelled_before_it_started_leaves_no_coroutine_unawaited():
         gc.collect()
     unawaited = [w for w in caught if "never awaited" in str(w.message)]
     assert not unawaited, [str(w.message) for w in unawaited]
+
+
+def test_a_schema_working_memory_update_json_refuses_to_read_is_a_working_memory_error():
+    """json.loads raises a plain ValueError (not JSONDecodeError) for a number over 4300 digits: the REST PUT of
+    such an update answered 500 instead of 400 invalid_working_memory."""
+    import pytest
+    from pydantic import BaseModel
+
+    from voiceserver.memory import MemoryOptions, WorkingMemoryError
+    from voiceserver.memory.working import apply_update
+
+    class Profile(BaseModel):
+        age: int | None = None
+
+    options = MemoryOptions.parse({"working_memory": {"enabled": True, "schema": Profile}}).working_memory
+    with pytest.raises(WorkingMemoryError):
+        apply_update(options, None, '{"age": ' + "9" * 5000 + "}")
