@@ -13,17 +13,21 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 MAX_ID_LENGTH = 128
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """A caller-supplied value as an error message shows it: its repr, cut at ``limit`` characters (a message must
+    not echo a 64 KiB field back)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class InvalidIdError(ValueError):
     """An id that does not match the allowed pattern. ``code`` is what clients see."""
 
     code = "invalid_id"
 
     def __init__(self, what: str, value: object):
-        shown = repr(value)
-        if len(shown) > 40:
-            shown = shown[:37] + "..."
         super().__init__(
-            f"invalid {what} id {shown}: use 1-{MAX_ID_LENGTH} characters from letters, digits and ._:@-"
+            f"invalid {what} id {shown(value)}: use 1-{MAX_ID_LENGTH} characters from letters, digits and ._:@-"
         )
         self.what = what
 

@@ -144,7 +144,7 @@ def configure_logging(
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     numeric = LEVELS[level]
-    for name in (_ROOT, "uvicorn", "uvicorn.error", "aiortc", "aioice", "faster_whisper", "piper", "lancedb"):
+    for name in (_ROOT, *(name for name, _, _ in _THIRD_PARTY), "uvicorn.error"):
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             logger.removeHandler(old)
@@ -156,13 +156,22 @@ def configure_logging(
     root.setLevel(numeric)
     # Third-party loggers go through the same handlers under a GATEWAY/SERVER component, but only warnings:
     # their info chatter (per-request access lines, ICE candidates) is noise at our default level.
-    for name, component in (("uvicorn", "SERVER"), ("aiortc", "GATEWAY"), ("aioice", "GATEWAY"),
-                            ("faster_whisper", "STT"), ("piper", "TTS"), ("lancedb", "MEMORY")):
+    for name, component, floor in _THIRD_PARTY:
         logger = logging.getLogger(name)
-        logger.setLevel(max(numeric, logging.WARNING) if numeric < LEVELS["silent"] else numeric)
+        logger.setLevel(max(numeric, floor) if numeric < LEVELS["silent"] else numeric)
         for handler in handlers:
             logger.addHandler(_ComponentHandler(handler, component))
     logging.getLogger("uvicorn.access").disabled = True
+    logging.captureWarnings(True)  # a RuntimeWarning ("coroutine ... was never awaited") is a JSON line too
+
+
+# (logger, component, lowest level shown). asyncio: "Task exception was never retrieved"; py.warnings: Python's
+# warnings; python_multipart warns before raising on a malformed upload, which the route already answers with a 400.
+_THIRD_PARTY = (("uvicorn", "SERVER", logging.WARNING), ("aiortc", "GATEWAY", logging.WARNING),
+                ("aioice", "GATEWAY", logging.WARNING), ("faster_whisper", "STT", logging.WARNING),
+                ("piper", "TTS", logging.WARNING), ("lancedb", "MEMORY", logging.WARNING),
+                ("asyncio", "SERVER", logging.WARNING), ("py.warnings", "SERVER", logging.WARNING),
+                ("python_multipart", "SERVER", logging.ERROR))
 
 
 class _ComponentHandler(logging.Handler):

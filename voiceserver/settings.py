@@ -413,6 +413,8 @@ class Settings(BaseSettings):
     webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    debug_stats: bool = Field(False, description="serve GET /v1/debug/stats (asyncio tasks, sessions, outbox "
+                                                 "sizes, threads, fds, RSS) for soak tests; off in production")
 
     @field_validator("log_level", mode="before")
     @classmethod

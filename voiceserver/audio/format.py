@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..ids import shown
+
 Encoding = Literal["pcm16", "mulaw", "alaw"]
 ENCODINGS: tuple[str, ...] = ("pcm16", "mulaw", "alaw")
 PCM16_RATES: tuple[int, ...] = (8000, 16000, 24000, 48000)
@@ -41,11 +43,11 @@ class AudioFormat:
 def validate_format(encoding: str, sample_rate: int) -> AudioFormat:
     """Return an AudioFormat or raise ValueError naming what is allowed."""
     if encoding not in ENCODINGS:
-        raise ValueError(f"unknown encoding {encoding!r}; allowed: {', '.join(ENCODINGS)}")
+        raise ValueError(f"unknown encoding {shown(encoding)}; allowed: {', '.join(ENCODINGS)}")
     rates = {"pcm16": PCM16_RATES, "mulaw": MULAW_RATES, "alaw": ALAW_RATES}[encoding]
     if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate not in rates:
         allowed = ", ".join(map(str, rates))
-        raise ValueError(f"unsupported sample_rate {sample_rate!r} for {encoding}; allowed: {allowed}")
+        raise ValueError(f"unsupported sample_rate {shown(sample_rate)} for {encoding}; allowed: {allowed}")
     return AudioFormat(encoding, sample_rate)  # type: ignore[arg-type]
 
 

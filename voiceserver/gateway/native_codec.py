@@ -53,6 +53,7 @@ CLIENT_TYPES = ("session.start", "input.text", "input.commit", "input.dtmf", "re
                 "session.end", "tool.approve", "tool.decline", "ping")
 
 
+MAX_PLAYED_MS = 24 * 3600 * 1000  # a day of reply audio: anything beyond (1e400, NaN) is not a position
 ProtocolError = InvalidInput  # what the codec returns for a message it cannot use
 
 
@@ -82,7 +83,7 @@ def decode_text(text: str, *, max_text_chars: int = 4000) -> Any:
     """Decode one client text frame into an inbound event, or a ProtocolError."""
     try:
         msg = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: also a number over 4300 digits, which json refuses
         return ProtocolError("invalid_json", "text frames must be JSON objects")
     if not isinstance(msg, dict):
         return ProtocolError("invalid_message", "text frames must be JSON objects with a \"type\"")
@@ -108,9 +109,9 @@ def decode_text(text: str, *, max_text_chars: int = 4000) -> Any:
         return CancelResponse()
     if kind == "response.played":
         turn_id, played = msg.get("turn_id"), msg.get("played_ms")
-        if not isinstance(turn_id, str) or not _is_number(played) or played < 0:
-            return ProtocolError("invalid_message",
-                                 "response.played needs \"turn_id\" and a non-negative \"played_ms\"")
+        if not isinstance(turn_id, str) or not _is_number(played) or not 0 <= played <= MAX_PLAYED_MS:
+            return ProtocolError("invalid_message", "response.played needs \"turn_id\" and a \"played_ms\" from 0 "
+                                                    f"to {MAX_PLAYED_MS}")
         return ResponsePlayed(turn_id, int(played))
     if kind in ("tool.approve", "tool.decline"):
         call_id = msg.get("tool_call_id")

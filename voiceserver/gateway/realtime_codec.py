@@ -125,7 +125,7 @@ def decode_client(text: str | bytes, dialect: Dialect, limits: Limits) -> Client
     """One client frame (JSON text) as a client event, or the error to send back."""
     try:
         msg = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a number over 4300 digits
         return ClientError("invalid_json", "We could not parse the JSON body of your request: every client event "
                                            "is a JSON object with a \"type\".")
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):

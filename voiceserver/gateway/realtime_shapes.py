@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..audio.format import AudioFormat
+from ..ids import shown
 
 Dialect = Literal["ga", "beta"]
 PCM24 = AudioFormat("pcm16", 24000)
@@ -34,14 +35,17 @@ TOOL_CHOICES = ("auto", "none", "required")
 # semantic_vad has no silence setting: its eagerness picks one (documented in docs/protocol.md).
 EAGERNESS_SILENCE_MS = {"low": 1200, "medium": 600, "auto": 600, "high": 300}
 MAX_CONTENT_PARTS = 64
+MAX_ERROR_CHARS = 300
+MAX_PARAM_CHARS = 120
 
 
 class ShapeError(ValueError):
-    """A value the protocol does not allow: ``code`` and ``param`` go into the error event."""
+    """A value the protocol does not allow: ``code`` and ``param`` go into the error event (both cut short: a
+    client's 1 MiB event must not come back in its error)."""
 
     def __init__(self, message: str, param: str | None = None, code: str = "invalid_value"):
-        super().__init__(message)
-        self.param = param
+        super().__init__(message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS - 3] + "...")
+        self.param = param if param is None or len(param) <= MAX_PARAM_CHARS else param[:MAX_PARAM_CHARS - 3] + "..."
         self.code = code
 
 
@@ -137,7 +141,7 @@ def _bool(value: Any, param: str) -> bool:
 def _ranged(value: Any, param: str, low: float, high: float, *, integer: bool = False) -> Any:
     if not (_is_int(value) if integer else _is_number(value)) or not low <= value <= high:
         kind = "an integer" if integer else "a number"
-        raise ShapeError(f"Invalid '{param}': expected {kind} from {low:g} to {high:g}, got {value!r}.", param)
+        raise ShapeError(f"Invalid '{param}': expected {kind} from {low:g} to {high:g}, got {shown(value)}.", param)
     return value
 
 
@@ -150,7 +154,8 @@ def _object(value: Any, param: str) -> dict[str, Any]:
 def _known(obj: dict[str, Any], allowed: frozenset[str], where: str) -> None:
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        raise ShapeError(f"Unknown parameter: '{where}.{unknown[0]}'.", f"{where}.{unknown[0]}", "unknown_parameter")
+        name = unknown[0] if len(unknown[0]) <= 60 else unknown[0][:57] + "..."
+        raise ShapeError(f"Unknown parameter: '{where}.{name}'.", f"{where}.{name}", "unknown_parameter")
 
 
 def decode_base64(value: Any, param: str) -> bytes:
@@ -168,18 +173,18 @@ def decode_base64(value: Any, param: str) -> bytes:
 
 def parse_format(value: Any, dialect: Dialect, param: str) -> AudioFormat:
     if dialect == "beta":
-        if value not in BETA_FORMATS:
-            raise ShapeError(f"Invalid '{param}': {value!r}; supported: {', '.join(BETA_FORMATS)}.", param,
+        if not isinstance(value, str) or value not in BETA_FORMATS:
+            raise ShapeError(f"Invalid '{param}': {shown(value)}; supported: {', '.join(BETA_FORMATS)}.", param,
                              "invalid_audio_format")
         return BETA_FORMATS[value]
     fmt = _object(value, param)
     kind = fmt.get("type")
-    if kind not in GA_FORMATS:
-        raise ShapeError(f"Invalid '{param}.type': {kind!r}; supported: {', '.join(GA_FORMATS)}.",
+    if not isinstance(kind, str) or kind not in GA_FORMATS:
+        raise ShapeError(f"Invalid '{param}.type': {shown(kind)}; supported: {', '.join(GA_FORMATS)}.",
                          f"{param}.type", "invalid_audio_format")
     rate = fmt.get("rate")
     if kind == "audio/pcm" and rate is not None and rate != 24000:
-        raise ShapeError(f"Invalid '{param}.rate': {rate!r}; audio/pcm is 24000 Hz.", f"{param}.rate",
+        raise ShapeError(f"Invalid '{param}.rate': {shown(rate)}; audio/pcm is 24000 Hz.", f"{param}.rate",
                          "invalid_audio_format")
     return GA_FORMATS[kind]
 
@@ -275,7 +280,7 @@ def apply_session(settings: RealtimeSettings, session: Any, dialect: Dialect, li
 
 def _check_choice(choice: str | None, tools: list[FunctionTool], param: str) -> None:
     if choice is not None and choice not in TOOL_CHOICES and choice not in {t.name for t in tools}:
-        raise ShapeError(f"Invalid '{param}': no function named {choice!r} is declared.", param)
+        raise ShapeError(f"Invalid '{param}': no function named {shown(choice)} is declared.", param)
 
 
 def render_session(settings: RealtimeSettings, dialect: Dialect, session_id: str) -> dict[str, Any]:
@@ -298,7 +303,8 @@ def render_session(settings: RealtimeSettings, dialect: Dialect, session_id: str
                 "output_audio_format": render_format(settings.output_format, dialect),
                 "input_audio_transcription": settings.transcription, "turn_detection": turn,
                 "input_audio_noise_reduction": settings.noise_reduction, "tools": tools,
-                "tool_choice": settings.tool_choice, "temperature": settings.temperature or 0.8,
+                "tool_choice": settings.tool_choice,
+                "temperature": 0.8 if settings.temperature is None else settings.temperature,  # 0 is a temperature
                 "max_response_output_tokens": max_tokens, "speed": settings.speed, "tracing": None}
     return {"type": "realtime", "object": "realtime.session", "id": session_id, "model": settings.model,
             "output_modalities": ["audio"] if settings.audio_output else ["text"],
@@ -320,7 +326,7 @@ def _turn_detection(value: Any, param: str) -> TurnDetection | None:
                            "interrupt_response", "eagerness", "idle_timeout_ms"}), param)
     turn = TurnDetection(type=obj.get("type") or "server_vad")
     if turn.type not in ("server_vad", "semantic_vad"):
-        raise ShapeError(f"Invalid '{param}.type': {turn.type!r}; supported: server_vad, semantic_vad.",
+        raise ShapeError(f"Invalid '{param}.type': {shown(turn.type)}; supported: server_vad, semantic_vad.",
                          f"{param}.type")
     if obj.get("threshold") is not None:
         turn.threshold = float(_ranged(obj["threshold"], f"{param}.threshold", 0.0, 1.0))
@@ -334,8 +340,8 @@ def _turn_detection(value: Any, param: str) -> TurnDetection | None:
         if obj.get(name) is not None:
             setattr(turn, name, _bool(obj[name], f"{param}.{name}"))
     if obj.get("eagerness") is not None:
-        if obj["eagerness"] not in EAGERNESS_SILENCE_MS:
-            raise ShapeError(f"Invalid '{param}.eagerness': {obj['eagerness']!r}.", f"{param}.eagerness")
+        if not isinstance(obj["eagerness"], str) or obj["eagerness"] not in EAGERNESS_SILENCE_MS:
+            raise ShapeError(f"Invalid '{param}.eagerness': {shown(obj['eagerness'])}.", f"{param}.eagerness")
         turn.eagerness = obj["eagerness"]
     if obj.get("idle_timeout_ms") is not None:
         turn.idle_timeout_ms = _ranged(obj["idle_timeout_ms"], f"{param}.idle_timeout_ms", 0, 600_000, integer=True)
@@ -496,7 +502,7 @@ def parse_item(value: Any, dialect: Dialect, limits: Limits, param: str = "item"
         item["id"] = obj["id"]
     if kind == "message":
         role = obj.get("role")
-        if role not in ROLE_CONTENT:
+        if not isinstance(role, str) or role not in ROLE_CONTENT:
             raise ShapeError(f"Invalid '{param}.role': user, assistant or system.", f"{param}.role")
         content = obj.get("content")
         if not isinstance(content, list) or not content or len(content) > MAX_CONTENT_PARTS:
@@ -517,7 +523,7 @@ def parse_item(value: Any, dialect: Dialect, limits: Limits, param: str = "item"
         item["call_id"] = obj["call_id"]
         item["output"] = _string(obj.get("output", ""), f"{param}.output", limits.max_text_chars)
     else:
-        raise ShapeError(f"Invalid '{param}.type': {kind!r}; supported: message, function_call, "
+        raise ShapeError(f"Invalid '{param}.type': {shown(kind)}; supported: message, function_call, "
                          "function_call_output.", f"{param}.type")
     return item
 
@@ -525,12 +531,14 @@ def parse_item(value: Any, dialect: Dialect, limits: Limits, param: str = "item"
 def _content(value: Any, role: str, dialect: Dialect, limits: Limits, param: str) -> dict[str, Any]:
     part = _object(value, param)
     kind = part.get("type")
+    if not isinstance(kind, str):
+        raise ShapeError(f"Invalid type for '{param}.type': expected a string.", f"{param}.type", "invalid_type")
     if dialect == "beta":
         kind = BETA_TO_GA_CONTENT.get(kind, kind)
     if role == "assistant" and kind in ("input_text", "text"):
         kind = "output_text"  # assistant history written with the user-side name
     if kind not in ROLE_CONTENT[role]:
-        raise ShapeError(f"Invalid '{param}.type': {part.get('type')!r} for a {role} message; supported: "
+        raise ShapeError(f"Invalid '{param}.type': {shown(part.get('type'))} for a {role} message; supported: "
                          f"{', '.join(ROLE_CONTENT[role])}.", f"{param}.type")
     if kind in ("input_text", "output_text"):
         return {"type": kind, "text": _string(part.get("text", ""), f"{param}.text", limits.max_text_chars)}

@@ -14,9 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from ..audio.format import AudioFormat
+from ..ids import shown
 from .telephony import (
     StreamAudio,
     StreamBadInput,
@@ -53,7 +55,7 @@ class TwilioCodec:
     def decode(self, text: str) -> StreamEvent | None:
         try:
             msg = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: also a number over 4300 digits, which json refuses
             return StreamBadInput("invalid_json", "Twilio messages are JSON objects")
         if not isinstance(msg, dict):
             return StreamBadInput("invalid_message", "Twilio messages are JSON objects with an \"event\"")
@@ -104,8 +106,8 @@ class TwilioCodec:
         channels = _int(media_format.get("channels", 1))
         if encoding != "audio/x-mulaw" or rate != 8000 or channels != 1:
             return StreamBadInput("unsupported_media_format",
-                                  f"mediaFormat {encoding!r}/{media_format.get('sampleRate')!r}/"
-                                  f"{media_format.get('channels')!r}: only audio/x-mulaw, 8000 Hz, 1 channel",
+                                  f"mediaFormat {shown(encoding)}/{shown(media_format.get('sampleRate'))}/"
+                                  f"{shown(media_format.get('channels'))}: only audio/x-mulaw, 8000 Hz, 1 channel",
                                   fatal=True)
         params = start.get("customParameters") or {}
         if not isinstance(params, dict):
@@ -157,12 +159,15 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+
+
 def _int(value: Any) -> int | None:
     """Twilio writes numbers as strings ("8000", "160"); accept both."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         return int(value)
     return None

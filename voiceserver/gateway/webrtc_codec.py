@@ -59,7 +59,7 @@ def parse_offer(body: bytes, *, max_bytes: int) -> OfferRequest | SignallingErro
         return SignallingError(413, "body_too_large", f"the offer is {len(body)} bytes; the limit is {max_bytes}")
     try:
         msg = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a number over 4300 digits
         return _invalid("the body must be a JSON object {\"sdp\": \"...\", \"type\": \"offer\"}")
     if not isinstance(msg, dict):
         return _invalid("the body must be a JSON object {\"sdp\": \"...\", \"type\": \"offer\"}")

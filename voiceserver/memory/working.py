@@ -66,8 +66,8 @@ def apply_update(options: WorkingMemoryOptions, stored: str | None, update: Any)
     if isinstance(update, str):
         try:
             update = json.loads(update)
-        except json.JSONDecodeError as exc:
-            raise WorkingMemoryError(f"working memory update is not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, or a number over 4300 digits
+            raise WorkingMemoryError(f"working memory update is not valid JSON: {str(exc)[:200]}") from exc
     if not isinstance(update, dict):
         raise WorkingMemoryError("working memory is in schema mode: the update must be a JSON object")
     current = json.loads(stored) if stored else {}

@@ -26,6 +26,7 @@ from ..audio.stream_mux import SPEECH_CONTENT_TYPES, SPEECH_FORMATS, speech_enco
 from ..engines import ProviderError
 from ..gateway.realtime_port import speaking_voice
 from ..gateway.realtime_shapes import PCM24
+from ..ids import shown
 from ..logs import get_logger
 from ..session.agent_port import SpeakingVoice
 from ..tts.openai import OPENAI_VOICES
@@ -122,7 +123,7 @@ async def _transcriptions(request: Request) -> Response:
                            code="missing_required_parameter")
         fmt = form.get("response_format") or "json"
         if fmt not in TRANSCRIPT_FORMATS:
-            raise ApiError(400, f"Invalid value for 'response_format': {fmt!r}; supported: "
+            raise ApiError(400, f"Invalid value for 'response_format': {shown(fmt)}; supported: "
                            f"{', '.join(TRANSCRIPT_FORMATS)}.", param="response_format", code="invalid_value")
         language = form.get("language") or None
         if language is not None and (not isinstance(language, str) or len(language) > 16):
@@ -212,7 +213,7 @@ async def _speech(request: Request) -> Response:
         body = json.loads(raw or b"null")
     except _TooLarge:
         raise ApiError(413, f"The request body is over {MAX_JSON_BYTES} bytes.", code="body_too_large") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a number over 4300 digits
         raise ApiError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "The body must be a JSON object.", code="invalid_request")
@@ -230,8 +231,8 @@ async def _speech(request: Request) -> Response:
                        param="input", code="string_above_max_length")
     fmt = body.get("response_format") or "mp3"
     if fmt not in SPEECH_FORMATS:
-        raise ApiError(400, f"Invalid value for 'response_format': {fmt!r}; supported: {', '.join(SPEECH_FORMATS)}.",
-                       param="response_format", code="invalid_value")
+        raise ApiError(400, f"Invalid value for 'response_format': {shown(fmt)}; supported: "
+                       f"{', '.join(SPEECH_FORMATS)}.", param="response_format", code="invalid_value")
     if body.get("stream_format", "audio") != "audio":
         raise ApiError(400, "Only stream_format 'audio' is served here.", param="stream_format",
                        code="unsupported_value")
@@ -242,7 +243,7 @@ async def _speech(request: Request) -> Response:
     engines = server.tts.engines if hasattr(server.tts, "engines") else [server.tts]
     known = set(OPENAI_VOICES) | {v for engine in engines for v in engine.capabilities.voices}
     if voice not in known:
-        raise ApiError(400, f"Invalid value for 'voice': {voice!r}; supported: {', '.join(sorted(known))}.",
+        raise ApiError(400, f"Invalid value for 'voice': {shown(voice)}; supported: {', '.join(sorted(known))}.",
                        param="voice", code="invalid_value")
     chosen = speaking_voice(SpeakingVoice(server.tts), voice, float(speed), True)
     chunker = PhraseChunker()

@@ -34,6 +34,7 @@ from ..settings import MemoryConfig, Settings
 from ..voice_app import VoiceApp
 from .audio_routes import audio_routes
 from .auth import SELF_AUTHENTICATING, AccessMiddleware
+from .debug_routes import debug_routes
 from .routes import core_routes
 from .voice_engines import SpeechEngines, VoiceConfigError
 
@@ -348,6 +349,7 @@ def create_app(server: VoiceServer) -> Starlette:
     routes.append(WebSocketRoute("/v1/realtime", realtime_endpoint))  # OpenAI Realtime (gateway/realtime_ws.py)
     routes += audio_routes()  # OpenAI-compatible /v1/audio/transcriptions, /v1/audio/speech, /v1/models
     routes += webrtc_routes(server)  # POST /v1/webrtc/offer, DELETE /v1/webrtc/sessions/{id}, GET /v1/webrtc/config
+    routes += debug_routes(server)  # GET /v1/debug/stats, only with settings.debug_stats
     if server.memory is not None:
         try:
             from .memory_routes import memory_routes

@@ -173,7 +173,7 @@ def memory_routes(memory: Memory) -> list[Route]:
         raw = b"".join(chunks)
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a number over 4300 digits
             raise MemoryStoreError("the body must be JSON: {\"working_memory\": ...}", code="invalid_request") from None
         if not isinstance(body, dict) or "working_memory" not in body:
             raise MemoryStoreError("the body must be {\"working_memory\": ...}", code="invalid_request")

@@ -56,13 +56,25 @@ class _GracefulServer(uvicorn.Server):
         gc.set_threshold(20_000, 50, 50)
 
 
+def ws_max_bytes(settings: Settings | None) -> int:
+    """uvicorn's own WebSocket message limit: twice the largest message a gateway accepts. A message just over a
+    gateway's limit then reaches the gateway, which answers with its error (``frame_too_large``,
+    ``event_too_large``, ...) and close 1009; only one over twice that is refused by uvicorn itself (close 1009
+    without an error message), so no message larger than that is ever buffered."""
+    if settings is None:
+        return 1 << 20
+    largest = max(settings.limits.max_frame_bytes, settings.openai_endpoints.realtime_max_event_bytes,
+                  settings.twilio.max_message_bytes)
+    return 2 * largest
+
+
 def serve_app_forever(app: Any, *, host: str, port: int, voice: Any = None,
                       sockets: list[socket.socket] | None = None) -> int:
     """Run one ASGI app on uvicorn + uvloop with the voice server's shutdown handling, until stopped."""
     config = uvicorn.Config(
         app, host=host, port=port, loop="uvloop", ws=FastAudioProtocol, lifespan="on", log_config=None,
-        access_log=False, ws_max_size=1 << 20, ws_ping_interval=20, ws_ping_timeout=20, timeout_graceful_shutdown=10,
-        backlog=4096,
+        access_log=False, ws_max_size=ws_max_bytes(getattr(voice, "settings", None)), ws_ping_interval=20,
+        ws_ping_timeout=20, timeout_graceful_shutdown=10, backlog=4096,
     )
     server = _GracefulServer(config)
     server.voice = voice

@@ -82,7 +82,7 @@ async def _body(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, a number over 4300 digits
         raise HttpError(400, "invalid_json", f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise HttpError(400, "invalid_json", "request body must be a JSON object")
@@ -172,6 +172,10 @@ def workflow_routes(get_workflow: Callable[[str], Workflow | None]) -> list[Rout
         run_id = _id(body["run_id"], "run", "run_id") if body.get("run_id") is not None else None
         resource_id = resource_for(request, _id(body["resource_id"], "resource", "resource_id")
                                    if body.get("resource_id") is not None else None)
+        state = body.get("initial_state")
+        if state is not None and not isinstance(state, dict):  # the caller's field, not a broken workflow (409)
+            raise HttpError(422, "invalid_input", "initial_state must be an object",
+                            [{"field": "initial_state", "message": "expected an object", "type": "dict_type"}])
         if run_id is not None and await workflow.get_run(run_id) is not None:
             raise HttpError(409, "run_exists", f"run {run_id!r} already exists; resume or read it instead")
         run = await workflow.create_run(run_id=run_id, resource_id=resource_id)

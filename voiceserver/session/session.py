@@ -416,6 +416,9 @@ class Session:
         turn.task = asyncio.create_task(self._guard(turn, work), name=f"turn-{turn.id}")
         self._tasks.add(turn.task)
         turn.task.add_done_callback(self._tasks.discard)
+        # A turn cancelled before its task's first step (new input right behind it) never awaits ``work``: close
+        # it, or Python warns "coroutine was never awaited" (a finished or cancelled coroutine ignores close()).
+        turn.task.add_done_callback(lambda _task: work.close())
 
     async def _guard(self, turn: Turn, work: Coroutine[Any, Any, None]) -> None:
         try:

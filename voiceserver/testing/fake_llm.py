@@ -50,12 +50,13 @@ class ScriptedChatModel(ChatModel):
     capabilities = ModelCapabilities(tools=True, structured_output=True, streaming=True)
 
     def __init__(self, script: list[Reply | str], *, model_id: str = "scripted/test", cycle: bool = True,
-                 **kwargs: Any):
+                 keep_requests: int | None = None, **kwargs: Any):
         super().__init__(model_id, retries=0, **kwargs)
         self.script = [Reply(text=r) if isinstance(r, str) else r for r in script]
         self.cycle = cycle
         self.calls = 0
-        self.requests: list[ChatRequest] = []
+        self.requests: list[ChatRequest] = []  # every request, or the last ``keep_requests`` (a long-running server)
+        self.keep_requests = keep_requests
         self.cancelled = 0
 
     def _next(self) -> Reply:
@@ -70,6 +71,8 @@ class ScriptedChatModel(ChatModel):
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         self.requests.append(request)
+        if self.keep_requests is not None and len(self.requests) > self.keep_requests:
+            del self.requests[: -self.keep_requests]
         reply = self._next()
         try:
             if reply.first_delay_s:

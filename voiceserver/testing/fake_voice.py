@@ -24,20 +24,26 @@ class ScriptedSTT(SpeechToText):
     provider = "scripted-stt"
     capabilities = SttCapabilities(streaming=False)
 
-    def __init__(self, texts: list[str] | Callable[[bytes], str], *, delay_s: float = 0.0, **kwargs):
+    def __init__(self, texts: list[str] | Callable[[bytes], str], *, delay_s: float = 0.0,
+                 keep_calls: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.texts = texts
         self.delay_s = delay_s
-        self.calls: list[int] = []  # bytes of audio per call
+        self.calls: list[int] = []  # bytes of audio per call (the last ``keep_calls`` when set)
+        self.keep_calls = keep_calls
+        self.count = 0
 
     async def _transcribe(self, audio: bytes, language: str | None) -> TranscriptResult:
         self.calls.append(len(audio))
+        self.count += 1
+        if self.keep_calls is not None and len(self.calls) > self.keep_calls:
+            del self.calls[: -self.keep_calls]
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if callable(self.texts):
             text = self.texts(audio)
         else:
-            index = min(len(self.calls) - 1, len(self.texts) - 1)
+            index = min(self.count - 1, len(self.texts) - 1)
             text = self.texts[index] if self.texts else ""
         return TranscriptResult(text=text, language=language, duration_ms=len(audio) / 32)
 
@@ -48,18 +54,21 @@ class ToneTTS(TextToSpeech):
     provider = "tone-tts"
 
     def __init__(self, *, sample_rate: int = 16000, ms_per_char: float = 20.0, chunk_ms: int = 100,
-                 first_delay_s: float = 0.0, chunk_delay_s: float = 0.0, **kwargs):
+                 first_delay_s: float = 0.0, chunk_delay_s: float = 0.0, keep_phrases: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.capabilities = TtsCapabilities(streaming=True, sample_rate=sample_rate, voices=("tone",))
         self.ms_per_char = ms_per_char
         self.chunk_ms = chunk_ms
         self.first_delay_s = first_delay_s
         self.chunk_delay_s = chunk_delay_s
-        self.phrases: list[str] = []
+        self.phrases: list[str] = []  # every phrase spoken, or the last ``keep_phrases``
+        self.keep_phrases = keep_phrases
         self.cancelled = 0
 
     async def _synthesize(self, text: str, voice: str | None, speed: float) -> AsyncIterator[AudioChunk]:
         self.phrases.append(text)
+        if self.keep_phrases is not None and len(self.phrases) > self.keep_phrases:
+            del self.phrases[: -self.keep_phrases]
         rate = self.capabilities.sample_rate
         total = int(rate * len(text) * self.ms_per_char / 1000 / max(speed, 0.1))
         step = int(rate * self.chunk_ms / 1000)
