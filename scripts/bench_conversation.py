@@ -55,6 +55,7 @@ BASELINE_ENV: dict[str, str] = {
     "VOICESERVER_LLM__MAX_TOKENS": "160",
     # the whole history and resource-wide recall (top 3, 2 neighbours each, every hit) went into the prompt
     "VOICESERVER_AGENT__PROMPT_BUDGET_TOKENS": "0",
+    "VOICESERVER_AGENT__MEMORY__LAST_MESSAGES": "10",
     "VOICESERVER_AGENT__MEMORY__RECALL_TOP_K": "3", "VOICESERVER_AGENT__MEMORY__RECALL_MESSAGE_RANGE": "2",
     "VOICESERVER_AGENT__MEMORY__RECALL_THRESHOLD": "-1",  # cosine >= -1: no threshold
     # llama.cpp's sampling as it was (temperature 0.3, top_p 0.9, repeat_penalty 1.1, llama.cpp's own rest)
@@ -80,7 +81,7 @@ REPEAT_OVERLAP_WORDS = 15  # and so is a run of 15 words in common anywhere (lon
 TARGET_P50_MS, TARGET_P95_MS, TARGET_CALL_DRIFT = 1200.0, 1600.0, 0.15
 STAGES = ("endpoint_ms", "stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms")
 COUNTS = ("prompt_tokens", "cached_tokens", "recalled_messages")  # per-turn columns; the rest of `metrics` follows
-SUMMARY_COUNTS = (*COUNTS, "history_messages", "completion_tokens")
+SUMMARY_COUNTS = (*COUNTS, "history_messages", "completion_tokens", "memory_ms", "prepare_ms")
 REPEAT_KINDS = ("exact", "prefix", "overlap")
 
 

@@ -16,5 +16,5 @@ def models_dir() -> Path:
     from voiceserver.model_files import require_models
 
     path = Path(os.environ.get("VOICESERVER_MODELS_DIR") or REPO / "models")
-    require_models(path, ["whisper-base", "piper-joe", "smollm2", "wordllama"], deep=False)
+    require_models(path, ["whisper-base", "piper-joe", "qwen2.5-coder-0.5b", "smollm2", "wordllama"], deep=False)
     return path

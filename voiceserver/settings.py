@@ -49,7 +49,9 @@ class MemoryConfig(_Section):
     type: Literal["lancedb", "none"] = "lancedb"
     url: str | None = Field(None, description="LanceDB URI; default LANCEDB_URI")
     embedder: str = "wordllama"
-    last_messages: int = Field(10, ge=0, le=1000, description="recent messages of the thread offered to the prompt "
+    # 20, not Mastra's 10: the prompt window is cut back to half each time memory's window slides past its start,
+    # and each cut re-reads the prompt; with 10 that was every third turn. The prompt budget still bounds it.
+    last_messages: int = Field(20, ge=0, le=1000, description="recent messages of the thread offered to the prompt "
                                                               "(the prompt budget may send fewer)")
     semantic_recall: bool = True
     recall_top_k: int = Field(2, ge=1, le=50, description="semantically recalled messages from the caller's "
@@ -71,10 +73,14 @@ class AgentConfig(_Section):
     name: str = "Assistant"
     description: str = ""
     instructions: str = (
-        "You are a helpful voice assistant. Answer in one or two short spoken sentences. "
-        "Do not use lists, markdown or emoji."
+        "You are a friendly voice assistant talking with a person. Answer in one to three short spoken sentences, "
+        "unless they ask for a story or more detail. Speak plainly: no lists, markdown or emoji. When the person "
+        "tells you something about themselves, acknowledge it in your own words. When they ask about themselves, "
+        "answer from what they told you, speaking to them as you."
     )
-    model: str | list[str] = "local/smollm2"
+    # Qwen2.5-Coder-0.5B, not SmolLM2-135M: it recalls what the caller said and answers the question asked;
+    # SmolLM2 is faster and still selectable (docs/models.md has the figures).
+    model: str | list[str] = "local/qwen2.5-coder-0.5b"
     tools: list[str] = Field(default_factory=list, description="import paths 'package.module:object'")
     workflows: list[str] = Field(default_factory=list, description="import paths 'package.module:object'")
     agents: list[str] = Field(default_factory=list, description="names of other configured agents used as sub-agents")

@@ -218,3 +218,35 @@ async def test_the_run_emits_the_context_chunk_before_the_first_model_call_and_u
     assert set(finish) >= {"prompt_tokens", "completion_tokens", "cached_tokens"} and finish["prompt_tokens"] > 0
     step = chunks[types.index("step-finish")].payload["usage"]
     assert step["completion_tokens"] == finish["completion_tokens"] > 0
+
+
+def test_recall_stays_where_it_was_shown_so_the_next_turn_reuses_the_prompt_prefix():
+    """Turn N's recall stays in the window after the message it followed: turn N+1's prompt starts with all of turn
+    N's prompt (recall and question included), so llama.cpp re-reads only the new exchange. Recall already shown
+    is not shown again; a new hit becomes a second note; a cut drops the notes."""
+    fact = msg(90, "user", "my colour is blue", "t0")
+    other = msg(91, "user", "my name is Ada", "t0")
+    history = exchange(2)
+    first = layout_prompt(system=SYSTEM, working_memory=None, history=history, recalled=[fact],
+                          tail=[ChatMessage("user", "What colour?")], budget=1000, count=words, window=None)
+    assert len(first.window.notes) == 1 and first.window.notes[0].after == "m3"
+    grown = [*history, msg(4, "user", "What colour?"), msg(5, "assistant", "Blue.")]
+    second = layout_prompt(system=SYSTEM, working_memory=None, history=grown, recalled=[fact],
+                           tail=[ChatMessage("user", "And my name?")], budget=1000, count=words, window=first.window)
+    before = [(m.role, m.content) for m in first.messages]
+    after = [(m.role, m.content) for m in second.messages]
+    assert after[: len(before)] == before  # the whole of the last prompt is the prefix of this one
+    assert second.recall == [] and second.report.recalled_messages == 1  # shown once, still in the prompt
+    third = layout_prompt(system=SYSTEM, working_memory=None, history=grown, recalled=[fact, other],
+                          tail=[ChatMessage("user", "And my name?")], budget=1000, count=words, window=second.window)
+    assert "my name is Ada" in third.recall[0].content and "blue" not in third.recall[0].content
+    assert [n.ids for n in third.window.notes] == [("m90",), ("m91",)]
+    # Memory's window moved past the start: a cut, and the notes go with the old window (the fact may be recalled
+    # again, once).
+    cut = layout_prompt(system=SYSTEM, working_memory=None, history=exchange(8)[6:], recalled=[fact],
+                        tail=[ChatMessage("user", "q")], budget=1000, count=words, window=third.window)
+    assert [n.ids for n in cut.window.notes] == [("m90",)] and "blue" in cut.recall[0].content
+    # Without a budget there is no window, so nothing sticks.
+    plain = layout_prompt(system=SYSTEM, working_memory=None, history=grown, recalled=[fact],
+                          tail=[ChatMessage("user", "q")], budget=0, count=words, window=first.window)
+    assert plain.window.notes == () and "blue" in plain.recall[0].content

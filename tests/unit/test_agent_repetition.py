@@ -10,7 +10,14 @@ import pytest
 from test_agent_support import FakeMemory
 
 from voiceserver.agent import Agent
-from voiceserver.agent.repetition import NUDGE, RepetitionGuard, is_repeat, normalise_words
+from voiceserver.agent.repetition import (
+    NUDGE,
+    RepetitionGuard,
+    is_repeat,
+    normalise_words,
+    replies_to_other_questions,
+    same_question,
+)
 from voiceserver.testing.fake_llm import Reply, ScriptedChatModel
 
 MEM = {"resource": "user-1", "thread": "t1"}
@@ -145,3 +152,31 @@ async def test_a_reply_recalled_from_an_earlier_call_is_guarded_too():
     recall = model.requests[0].messages[-2]
     assert recall.role == "system" and "- assistant: Cela est un dessin" in recall.content  # in the prompt, recalled
     assert result.text == "Your favourite colour is blue." and model.calls == 2
+
+
+def test_only_replies_to_other_questions_count():
+    pairs = [("What's my name?", "Your name is Ada."), ("Weather?", WEATHER), (None, "Hello there, friend.")]
+    assert same_question("What's my name?", "what is my name") and not same_question("What is my name?", None)
+    assert replies_to_other_questions(pairs, "What is my name?") == [WEATHER, "Hello there, friend."]
+    assert replies_to_other_questions(pairs, "And the weather?") == [p[1] for p in pairs]
+
+
+async def test_the_same_question_answered_the_same_way_again_is_not_regenerated():
+    """A later call asks the name again: the same answer is right, and a second attempt would cost a prompt read.
+    The same words in reply to another question are still caught."""
+    memory = FakeMemory()
+    model = ScriptedChatModel(["Your name is Ada, you told me.", "Your name is Ada, you told me.",
+                               "Your name is Ada, you told me.", "Blue, you said."])
+    agent = Agent(name="A", model=model, memory=memory)
+    await agent.generate("What is my name?", memory=MEM)
+    again = await agent.generate("What's my name?", memory=MEM)
+    assert again.text == "Your name is Ada, you told me." and model.calls == 2
+    other = await agent.generate("What is my favourite colour?", memory=MEM)
+    assert other.text == "Blue, you said." and model.calls == 4
+
+
+async def test_an_echo_of_the_callers_own_words_is_caught():
+    model = ScriptedChatModel(["My favorite color is blue.", "Blue is a lovely colour; I will remember it."])
+    agent = Agent(name="A", model=model)
+    result = await agent.generate("My favorite color is blue.")
+    assert result.text == "Blue is a lovely colour; I will remember it." and model.calls == 2

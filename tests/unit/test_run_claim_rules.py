@@ -1,5 +1,6 @@
 """Claims on suspended runs, on values and an in-process store: the compare-and-swap, leases, and the error a lost
-race gives (the cross-process behaviour is in tests/integration/test_run_claims.py; the basenames differ because pytest collects both as top-level modules)."""
+race gives. The cross-process behaviour is in tests/integration/test_run_claims.py (a different basename: pytest
+collects both as top-level modules)."""
 
 from __future__ import annotations
 

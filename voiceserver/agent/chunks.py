@@ -5,8 +5,9 @@ Chunk types and their payloads (every chunk also has ``type`` and ``run_id``):
 ==================== =====================================================================================
 start                ``{agent_id, resumed}``
 context              ``{prompt_tokens, budget, history_messages, recalled_messages, dropped_history,
-                     working_memory}``: the prompt as laid out, once before the first model call of a fresh run
-                     (``prompt_tokens`` is an estimate of the whole prompt; ``budget`` 0 means none)
+                     working_memory, memory_ms, prepare_ms}``: the prompt as laid out, once before the first model
+                     call of a fresh run (``prompt_tokens`` is an estimate of the whole prompt; ``budget`` 0 means
+                     none; ``memory_ms`` the memory read with recall, ``prepare_ms`` all of the preparation)
 step-start           ``{step}`` (1-based model call number)
 text-start           ``{id}``
 text-delta           ``{id, text}``

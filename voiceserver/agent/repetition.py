@@ -8,6 +8,13 @@ word or two, so holding costs nothing. When the match reaches ``prefix_words`` w
 least ``min_words`` words, the attempt is a repeat: the run discards it and generates once more with a nudge (see
 :data:`NUDGE`) and stronger sampling. A second repeat is let through and logged (code ``reply_repeated``).
 
+An echo of the caller's own message counts too ("My favourite colour is blue." answered with "My favorite color is
+blue."): small models do it to statements, and then give the echo again as the answer to a later question.
+
+Only replies to other questions count. Asked the same thing again (the name, in a later call), the same answer is
+right, and regenerating it would cost the caller a second prompt read: :func:`replies_to_other_questions` leaves
+out the replies that answered the question being asked now.
+
 Pure and incremental: ``feed(text)`` returns the text that is safe to emit now, ``finish()`` the rest at the end.
 """
 
@@ -17,7 +24,7 @@ import re
 
 REPEAT_PREFIX_WORDS = 6  # this many matching words at the start of a reply make it a repeat
 REPEAT_MIN_WORDS = 3  # a whole earlier reply repeated counts only when it has at least this many words
-NUDGE = "Do not repeat your earlier answer; answer the new message."
+NUDGE = "Do not repeat your earlier answer or the user's words; answer the new message in your own words."
 
 _PUNCTUATION = re.compile(r"[^\w]+")
 
@@ -25,6 +32,22 @@ _PUNCTUATION = re.compile(r"[^\w]+")
 def normalise_words(text: str) -> list[str]:
     """Lowercase words with punctuation stripped ("Hello, Ada!" -> ["hello", "ada"])."""
     return [w for w in (_PUNCTUATION.sub("", t.lower()) for t in text.split()) if w]
+
+
+def same_question(a: str | None, b: str | None) -> bool:
+    """Whether two questions are the same once normalised ("What's my name?" and "what is my name" are)."""
+    if not a or not b:
+        return False
+    return _question_words(a) == _question_words(b)
+
+
+def _question_words(text: str) -> list[str]:
+    return normalise_words(text.replace("'s ", " is ").replace("’s ", " is "))
+
+
+def replies_to_other_questions(pairs: list[tuple[str | None, str]], question: str | None) -> list[str]:
+    """The replies of ``(question, reply)`` pairs, except those that answered ``question`` itself."""
+    return [reply for asked, reply in pairs if not same_question(asked, question)]
 
 
 def is_repeat(text: str, earlier: list[str], *, prefix_words: int = REPEAT_PREFIX_WORDS,

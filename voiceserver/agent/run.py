@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from .chunks import AgentChunk, AgentResult, StepResult, ToolCallRecord
 from .errors import AgentError, StructuredOutputError
 from .memory_bridge import WORKING_MEMORY_TOOL, working_memory_tool
 from .processors import RunContext, TripWire, run_input_processors, run_output_processors
+from .repetition import replies_to_other_questions
 from .run_model import ModelStep, StepOut, build_request, earlier_replies, usage_json
 from .run_state import CurrentStep, RunState
 from .run_tools import RunTools
@@ -103,7 +105,8 @@ class AgentRun:
         self.tools: dict[str, Tool] = {}
         self.object: Any = None
         self.final_reason: str | None = None
-        self.recalled_replies: list[str] = []  # assistant replies recalled from other calls (for the guard)
+        # assistant replies recalled from other calls, with the question each answered (for the guard)
+        self.recalled_replies: list[tuple[str | None, str]] = []
         self.memory = agent.memory if opts.memory else None
         self.turn = TurnMemory(agent.memory, opts.memory, state)
         self.calls = RunTools(self, agent.max_parallel_tools)
@@ -170,6 +173,8 @@ class AgentRun:
 
     async def _prepare(self) -> None:
         """Lay out the prompt (see :mod:`.prompt`) and announce it with the ``context`` chunk."""
+        started = time.perf_counter()
+        memory_ms = 0.0
         ctx = self._run_context()
         instructions = await self.agent.resolve_instructions(self.opts.instructions, ctx)
         system = [ChatMessage("system", instructions)] if instructions else []
@@ -178,7 +183,9 @@ class AgentRun:
         working: str | None = None
         if self.memory is not None and self.opts.memory is not None:
             resource, thread = self.opts.memory
+            read_started = time.perf_counter()
             mctx = await self.memory.prepare(resource_id=resource, thread_id=thread, query=last_user_text(self.input))
+            memory_ms = (time.perf_counter() - read_started) * 1000
             history = list(getattr(mctx, "history", None) or [])
             # Recall is selected once the window is known: what the window leaves out may be recalled.
             recalled = getattr(mctx, "select_recalled", None) or list(getattr(mctx, "recalled", None) or [])
@@ -206,7 +213,9 @@ class AgentRun:
         messages = await run_input_processors(self.agent.input_processors, plan.messages, ctx)
         self.state.messages = sanitize_tool_pairs(messages)
         self.state.response_start = len(self.state.messages)
-        await self.emit("context", plan.report.payload())
+        # Where a turn's time before the first token goes: memory (history, working memory, recall) and the layout.
+        timing = {"memory_ms": round(memory_ms, 1), "prepare_ms": round((time.perf_counter() - started) * 1000, 1)}
+        await self.emit("context", {**plan.report.payload(), **timing})
 
     def _window_key(self) -> Hashable | None:
         """The prompt window's key: the thread, and the conversation within it when the caller names one (a voice
@@ -287,7 +296,12 @@ class AgentRun:
         await self.emit("step-start", {"step": step})
         request = build_request(messages, specs, choice, schema, self.opts.model_settings)
         # Every earlier reply the model can see: the history's, and those recalled from other calls.
-        earlier = [*earlier_replies(self.state.messages[: self.state.response_start]), *self.recalled_replies]
+        # An answer to this same question is no parroting; an echo of the question is (see agent.repetition).
+        question = last_user_text(self.input)
+        earlier = replies_to_other_questions(
+            [*earlier_replies(self.state.messages[: self.state.response_start]), *self.recalled_replies], question)
+        if question:
+            earlier.append(question)
         out = await ModelStep(self.model, self.emit, self.state.seen_call_ids).run(request, earlier_replies=earlier)
         self.state.usage.add(out.usage)
         return out

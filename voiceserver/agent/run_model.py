@@ -158,9 +158,17 @@ def nudged(request: ChatRequest) -> ChatRequest:
                                temperature=max(request.temperature or 0.0, RETRY_TEMPERATURE))
 
 
-def earlier_replies(messages: list[ChatMessage]) -> list[str]:
-    """The assistant replies in a prompt (text only, not tool-call JSON), oldest first."""
-    return [m.content for m in messages if m.role == "assistant" and m.content and m.content.strip()]
+def earlier_replies(messages: list[ChatMessage]) -> list[tuple[str | None, str]]:
+    """The assistant replies in a prompt (text only, not tool-call JSON), oldest first, each with the user message
+    it answered (None when none came before it)."""
+    pairs: list[tuple[str | None, str]] = []
+    asked: str | None = None
+    for m in messages:
+        if m.role == "user":
+            asked = m.content if isinstance(m.content, str) else None
+        elif m.role == "assistant" and m.content and m.content.strip():
+            pairs.append((asked, m.content))
+    return pairs
 
 
 def _copy_usage(usage: Usage) -> Usage:

@@ -15,6 +15,12 @@ The history window moves in blocks, never by one message a turn: its first messa
 past it; then it is cut back to half (of the budget left for history, or of memory's window). The prefix stays
 identical for several turns in a row, and the model re-reads the history only at a cut.
 
+Recall sticks where it was said. A turn's recalled messages are one system message between the history and the
+input; the window keeps it (a :class:`RecallNote`, anchored after the history message it followed), so the next
+turn has it at the same place, followed by the exchange that came after it. Later turns recall only what the window
+does not show yet. Were the note dropped again, every turn would rewrite the prompt from the last exchange on (the
+model would re-read the last question and reply, and the recall, on every turn). Notes go with the window at a cut.
+
 Working memory is shown as it was when the window last started: what the after-turn extraction learns during a call
 is already in that call's history, so updating the block at once would only make the model re-read the history. It
 is refreshed at the next cut (the prefix is rewritten then anyway) and at the start of every call (a new thread).
@@ -100,12 +106,25 @@ class ContextReport:
 
 
 @dataclass(frozen=True, slots=True)
+class RecallNote:
+    """Recall shown in a window: after the history message ``after`` (None: before the window's first message),
+    its system message ``text``, the ids of the messages it shows and the assistant replies among them, each with
+    the recalled user message just before it (None when there is none)."""
+
+    after: str | None
+    text: str
+    ids: tuple[str, ...]
+    replies: tuple[tuple[str | None, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Window:
     """A thread's prompt window, kept between turns: the id of its first history message (None: the thread had no
-    history yet) and the working memory shown with it."""
+    history yet), the working memory shown with it and the recall notes shown in it so far."""
 
     start: str | None
     working_memory: str | None = None
+    notes: tuple[RecallNote, ...] = ()
 
 
 @dataclass(slots=True)
@@ -118,7 +137,8 @@ class PromptPlan:
     tail: list[ChatMessage]
     report: ContextReport
     window: Window
-    recalled_replies: list[str] = field(default_factory=list)  # assistant replies shown in the recall message
+    # assistant replies shown in recall, each with the recalled question before it (for the repetition guard)
+    recalled_replies: list[tuple[str | None, str]] = field(default_factory=list)
 
     @property
     def window_start(self) -> str | None:
@@ -189,28 +209,69 @@ def layout_prompt(*, system: list[ChatMessage], working_memory: str | None, hist
     shown_wm = window.working_memory if kept_window and window is not None else working_memory
     fixed = _fixed_tokens(system, shown_wm, tail, count) + extra_tokens
     kept = history[start:]
-    chat = history_to_chat(kept)
+    chat, notes = _with_notes(kept, window.notes if kept_window and window is not None else ())
     used = sum(message_tokens(m, count) for m in chat)
     if budget > 0 and fixed + used > budget:
         shown_wm = working_memory  # the prefix is rewritten anyway: show what is known now
         fixed = _fixed_tokens(system, shown_wm, tail, count) + extra_tokens
         kept = _newest_within(kept, (budget - fixed) // 2, count)
-        chat = history_to_chat(kept)
+        chat, notes = history_to_chat(kept), ()
         used = sum(message_tokens(m, count) for m in chat)
     kept_ids = {message_field(m, "id") for m in kept}
+    shown_ids = kept_ids | {i for note in notes for i in note.ids}
+    # This question's best hits, less those a note already shows (not the next-best instead: they are less
+    # relevant, and each would grow the prompt).
     pool = recalled(kept_ids) if callable(recalled) else recalled
-    candidates = [m for m in pool if message_field(m, "id") not in kept_ids]
+    candidates = [m for m in pool if message_field(m, "id") not in shown_ids]
     recall = _fit_recall(candidates, budget - fixed - used if budget > 0 else None, count)
     recall_tokens = sum(message_tokens(m, count) for m in recall[0])
-    replies = [" ".join(str(message_field(m, "content", "") or "").split()) for m in recall[2]
-               if message_field(m, "role") == "assistant"]
+    replies = _recalled_replies(recall[2])
+    if recall[0]:
+        anchor = message_field(kept[-1], "id") if kept else None
+        ids = tuple(str(message_field(m, "id")) for m in recall[2])
+        notes = (*notes, RecallNote(anchor, recall[0][0].content or "", ids, replies))
     wm = [ChatMessage("system", shown_wm)] if shown_wm else []
     report = ContextReport(prompt_tokens=fixed + used + recall_tokens, budget=budget, history_messages=len(kept),
-                           recalled_messages=recall[1], dropped_history=len(history) - len(kept),
-                           working_memory=bool(wm))
+                           recalled_messages=sum(len(note.ids) for note in notes) if budget > 0 else recall[1],
+                           dropped_history=len(history) - len(kept), working_memory=bool(wm))
     first = message_field(kept[0], "id") if kept else None
     return PromptPlan(prefix=[*system, *wm, *chat], recall=recall[0], tail=list(tail), report=report,
-                      window=Window(first, shown_wm), recalled_replies=replies)
+                      window=Window(first, shown_wm, notes if budget > 0 else ()),
+                      recalled_replies=[r for note in notes for r in note.replies] if budget > 0 else list(replies))
+
+
+def _recalled_replies(shown: list[Any]) -> tuple[tuple[str | None, str], ...]:
+    """The assistant messages among recalled ones, each with the user message recalled just before it."""
+    pairs = []
+    for i, m in enumerate(shown):
+        if message_field(m, "role") != "assistant":
+            continue
+        before = shown[i - 1] if i else None
+        asked = str(message_field(before, "content", "") or "") if before is not None \
+            and message_field(before, "role") == "user" else None
+        pairs.append((asked, " ".join(str(message_field(m, "content", "") or "").split())))
+    return tuple(pairs)
+
+
+def _with_notes(kept: list[Any], notes: tuple[RecallNote, ...]) -> tuple[list[ChatMessage], tuple[RecallNote, ...]]:
+    """The window's history as chat messages with its recall notes back where they were shown, and the notes
+    still in place (a note whose anchor is gone from the history is dropped: the prefix changes there anyway)."""
+    ids = [message_field(m, "id") for m in kept]
+    placed: list[tuple[int, RecallNote]] = []
+    for note in notes:
+        if note.after is None:
+            placed.append((0, note))
+        elif note.after in ids:
+            placed.append((ids.index(note.after) + 1, note))
+    placed.sort(key=lambda item: item[0])  # stable: notes at one place keep their order
+    chat: list[ChatMessage] = []
+    done = 0
+    for at, note in placed:
+        chat.extend(history_to_chat(kept[done:at]))
+        chat.append(ChatMessage("system", note.text))
+        done = at
+    chat.extend(history_to_chat(kept[done:]))
+    return chat, tuple(note for _, note in placed)
 
 
 def _fixed_tokens(system: list[ChatMessage], working_memory: str | None, tail: list[ChatMessage],

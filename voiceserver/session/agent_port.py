@@ -218,7 +218,7 @@ def context_stats(payload: dict[str, Any]) -> TurnStats:
     """The agent's ``context`` chunk (what went into the prompt) as turn figures."""
     names = {"prompt_tokens": "prompt_tokens_estimate", "budget": "prompt_budget",
              "history_messages": "history_messages", "recalled_messages": "recalled_messages",
-             "dropped_history": "dropped_history"}
+             "dropped_history": "dropped_history", "memory_ms": "memory_ms", "prepare_ms": "prepare_ms"}
     return TurnStats({out: float(payload[key]) for key, out in names.items()
                       if isinstance(payload.get(key), int | float) and not isinstance(payload.get(key), bool)})
 

@@ -112,6 +112,18 @@ class SessionContext:
         await self.error("forbidden_resource", problem, fatal=True)
         return True
 
+    async def choose_agent(self, config: SessionConfig) -> None:
+        """Answer with the agent ``config`` names; an unknown name is the error ``unknown_agent`` (the session goes
+        on with the default agent, and ``config.agent`` is cleared so that what is reported is what answers)."""
+        if not config.agent:
+            return
+        if config.agent not in self.deps.agents:
+            known = ", ".join(sorted(self.deps.agents))
+            await self.error("unknown_agent", f"unknown agent {config.agent!r}; configured: {known}")
+            config.agent = None
+        else:
+            self.agent_name = config.agent
+
     def forward_workflow_event(self, run_id: str, event: dict[str, Any], turn_id: str | None = None) -> None:
         self.emit(WorkflowEvent(run_id, event, turn_id))
 

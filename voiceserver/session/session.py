@@ -180,13 +180,7 @@ class Session:
         if await ctx.refused_start(config):  # ids the caller's token does not allow: the session ends
             return await self.close("forbidden_resource")
         ctx.config = config
-        if config.agent:
-            if config.agent not in self.deps.agents:
-                known = ", ".join(sorted(self.deps.agents))
-                await ctx.error("unknown_agent", f"unknown agent {config.agent!r}; configured: {known}")
-                config.agent = None
-            else:
-                ctx.agent_name = config.agent
+        await ctx.choose_agent(config)
         if not config.thread:
             config.thread = new_id("thread")
         self._listener = Listener(config, self.deps.limits, self.deps.turn, clock=self.deps.clock,

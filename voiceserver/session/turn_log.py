@@ -20,7 +20,8 @@ log = get_logger("SESSION")
 MAIN_FIELDS = ("stt_ms", "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms")
 # The per-turn log line, in this order (absent figures are left out).
 LOG_FIELDS = ("endpoint_ms", "stt_ms", "stt_speculative", "prompt_tokens", "cached_tokens", "recalled_messages",
-              "history_messages", "llm_first_token_ms", "tts_first_audio_ms", "first_audio_ms", "voice_to_voice_ms")
+              "history_messages", "memory_ms", "prepare_ms",
+              "llm_first_token_ms", "tts_first_audio_ms", "first_audio_ms", "voice_to_voice_ms")
 
 
 def turn_fields(turn: Turn) -> dict[str, object]:
