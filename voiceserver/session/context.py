@@ -143,8 +143,9 @@ class SessionContext:
                 # (e.g. thread_owner_mismatch: a thread of another resource was named; nothing may be written)
                 code = getattr(exc, "code", None) or "storage_write_failed"
                 log.warning("the exchange could not be recorded", fields={"code": code, "detail": str(exc)[:200]})
-                self.deps.metrics.errors.labels(code).inc()
-                self.emit(ErrorEvent(code, f"the exchange could not be recorded: {exc}"[:300]))
+                if code != error_code:  # the turn's own error already told the client (thread_owner_mismatch)
+                    self.deps.metrics.errors.labels(code).inc()
+                    self.emit(ErrorEvent(code, f"the exchange could not be recorded: {exc}"[:300]))
             return
         if self.history.maxlen == 0:
             return
