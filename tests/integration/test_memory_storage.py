@@ -137,6 +137,38 @@ async def test_background_compaction_keeps_every_row_under_concurrent_writes(tmp
     await memory.close()
 
 
+async def test_compaction_commits_while_callers_keep_deleting_and_old_versions_are_dropped(tmp_path):
+    """Found by the soak: with 50 callers writing, a merge of fragments that a delete touched at the same time was a
+    commit conflict, compaction never committed, and versions and fragments grew without bound. Writes and the merge
+    take turns now, and old versions go on every full pass."""
+    store = LanceDBStore(tmp_path / "mem", compact_every=10_000, full_every=1, keep_versions_s=0)
+    memory = Memory(store, embedder=None)
+    stop = asyncio.Event()
+
+    async def churn(n: int) -> None:  # save two messages, delete one of them, again and again
+        i = 0
+        while not stop.is_set():
+            saved = await memory.save_messages([Message("user", f"c{n} m{i}", f"thread-{n}", f"caller-{n}"),
+                                                Message("assistant", f"c{n} r{i}", f"thread-{n}", f"caller-{n}")])
+            await memory.delete_messages([saved[0].id])
+            i += 1
+
+    async def compactions() -> None:
+        for _ in range(6):
+            await store.compact(MESSAGES, full=True)  # raises on a commit conflict
+            await asyncio.sleep(0.05)
+        stop.set()
+
+    await memory.save_messages([Message("user", "first", "thread-0", "caller-0")])
+    await asyncio.gather(compactions(), *(churn(n) for n in range(4)))
+    await store.compact(MESSAGES, full=True)
+    assert store.maintenance_errors == 0
+    assert (await store.fragment_counts())[MESSAGES] <= 2
+    table = store._tables[MESSAGES]
+    assert len(await table.list_versions()) <= 3  # every older version was dropped
+    await memory.close()
+
+
 class HeldLiveWork:
     """Stands in for the server's LiveActivity: live work runs until the test ends it."""
 

@@ -8,6 +8,12 @@ again, so the cost does not grow with the table). Every ``full_every``-th pass a
 indexes and drops versions older than ``keep_versions_s``; in between, queries flat-scan the one small unindexed
 fragment. Tiered compaction needs pylance (``lance``); without it, LanceDB's ``optimize()`` is used, which also
 rewrites large fragments next to small ones. Nothing is compacted while storage is unreachable (see :mod:`.outage`).
+
+In one process, a table's compaction and its writes take turns (:meth:`commit_lock`): a rewrite of fragments that an
+update or delete touches at the same time is a commit conflict, and under steady writes (the soak's 50 callers)
+compaction then never committed, so fragments, versions and files grew without bound. Writes wait for the merge
+(tens of milliseconds for ``compact_every`` small fragments). Dropping old versions needs no turn and runs on a full
+pass even when the merge failed. Across processes sharing a store, Lance's own commit retries remain.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class CompactionMixin:
 
     _tables: dict[str, Any]
     _writes: dict[str, int]
+    _commit_locks: dict[str, asyncio.Lock]
     _maintenance_tasks: dict[str, asyncio.Task]
     _maintenance_gate: asyncio.Semaphore
     _maintenance_counts: dict[str, int]
@@ -56,6 +63,13 @@ class CompactionMixin:
 
     async def open(self) -> None:  # provided by LanceDBStore
         raise NotImplementedError
+
+    def commit_lock(self, name: str) -> asyncio.Lock:
+        """The lock a table's commits and its compaction hold (see the module notes)."""
+        lock = self._commit_locks.get(name)
+        if lock is None:
+            lock = self._commit_locks[name] = asyncio.Lock()
+        return lock
 
     def _note_write(self, name: str) -> None:
         self._writes[name] = self._writes.get(name, 0) + 1
@@ -93,11 +107,17 @@ class CompactionMixin:
         try:
             import lance  # noqa: F401 - pylance: tiered compaction
         except ImportError:
-            await table.optimize(cleanup_older_than=timedelta(seconds=self.keep_versions_s) if full else None)
+            async with self.commit_lock(name):
+                await table.optimize(cleanup_older_than=timedelta(seconds=self.keep_versions_s) if full else None)
         else:
             uri = await table.uri()
-            await asyncio.get_running_loop().run_in_executor(self._maintenance_executor(), self._compact_with_lance,
-                                                             uri, full)
+            loop = asyncio.get_running_loop()
+            try:
+                async with self.commit_lock(name):
+                    await loop.run_in_executor(self._maintenance_executor(), self._compact_with_lance, uri, full)
+            finally:
+                if full:  # old versions go even when the merge failed: they are what grows without bound
+                    await loop.run_in_executor(self._maintenance_executor(), self._cleanup_with_lance, uri)
             await table.checkout_latest()  # read the compacted version now, not after read_consistency_s
         log.debug(f"compacted {name} ({'full' if full else 'delta'}) in {time.perf_counter() - started:.3f}s")
 
@@ -118,7 +138,12 @@ class CompactionMixin:
         if full:
             dataset = lance.dataset(uri, storage_options=options)
             dataset.optimize.optimize_indices()  # the new rows join the index, one segment per index
-            dataset.cleanup_old_versions(older_than=timedelta(seconds=self.keep_versions_s))
+
+    def _cleanup_with_lance(self, uri: str) -> None:
+        import lance
+
+        dataset = lance.dataset(uri, storage_options=self.storage_options or None)
+        dataset.cleanup_old_versions(older_than=timedelta(seconds=self.keep_versions_s))
 
     async def optimize(self) -> None:
         """Compact and index every table now (waits for running background compactions first)."""

@@ -110,6 +110,7 @@ class LanceDBStore(LanceRunStoreMixin, OutageGuard, CompactionMixin):
         self._table_lock = asyncio.Lock()
         self._opened = False
         self._writes: dict[str, int] = {}
+        self._commit_locks: dict[str, asyncio.Lock] = {}  # a table's commits and its compaction take turns
         self._maintenance_tasks: dict[str, asyncio.Task] = {}
         self._maintenance_gate = asyncio.Semaphore(1)  # one compaction at a time: it is CPU work on 2 cores
         self._maintenance_counts: dict[str, int] = {}
@@ -330,7 +331,8 @@ class LanceDBStore(LanceRunStoreMixin, OutageGuard, CompactionMixin):
         delay = 0.01
         for attempt in range(self.write_retries + 1):
             try:
-                result = await op()
+                async with self.commit_lock(name):
+                    result = await op()
                 break
             except Exception as exc:  # classified below
                 if not _is_conflict(exc) or attempt >= self.write_retries:
