@@ -554,7 +554,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
+    from voiceserver.testing.processes import stop_children_on_sigterm
+
     args = parse_args()
+    stop_children_on_sigterm()
     try:
         report = asyncio.run(main_async(args))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -46,7 +46,7 @@ sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 import fuzz_endpoints as ep  # noqa: E402
 
 from voiceserver.client import VoiceClient  # noqa: E402
-from voiceserver.testing.processes import free_port  # noqa: E402
+from voiceserver.testing.processes import free_port, stop_children_on_sigterm  # noqa: E402
 
 ENDPOINTS = ("native", "realtime", "twilio", "twilio_webhook", "webrtc", "webrtc_channel", "memory", "workflows",
              "audio", "misc")
@@ -315,6 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_children_on_sigterm()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         report = asyncio.run(run(args, args.keep))

@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--levels", default="1,2,3,4")
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server, repeatable")
+    from voiceserver.testing.processes import stop_children_on_sigterm
+
+    stop_children_on_sigterm()
     asyncio.run(main_async(parser.parse_args()))
 
 

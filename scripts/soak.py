@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="keep the servers' data and logs in this directory")
     args = parser.parse_args(argv)
+    fuzz_live.stop_children_on_sigterm()
     if args.warmup_minutes is None:
         args.warmup_minutes = min(5.0, args.minutes / 10)
     if args.keep:

@@ -11,12 +11,23 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import httpx
+
+
+def stop_children_on_sigterm() -> None:
+    """Make SIGTERM act like Ctrl-C in a script that starts server processes: Python's default for SIGTERM exits at
+    once, skipping the ``finally`` blocks that stop the children, which then run on as orphans."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def free_port() -> int:
