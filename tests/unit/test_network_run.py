@@ -328,11 +328,16 @@ async def test_the_routing_prompt_has_the_agent_layout_working_memory_history_th
     agent = network_agent(brain, memory=memory)
     await collect(run_network(agent, "I am Ann", memory=MEM))
     await collect(run_network(agent, "Where do I live?", memory=MEM))
+    first = [(m.role, m.content) for m in brain.requests[0].messages]
+    assert first[1] == ("system", "Working memory: likes tea")
+    assert first[2][0] == "system" and "I live in Oslo" in first[2][1]  # recall, last before the task
+    assert first[3][0] == "user" and "Task: I am Ann" in first[3][1]
     sent = [(m.role, m.content) for m in brain.requests[1].messages]
     assert sent[1] == ("system", "Working memory: likes tea")
-    assert sent[2:4] == [("user", "I am Ann"), ("assistant", "Hi Ann.")]
-    assert sent[4][0] == "system" and "I live in Oslo" in sent[4][1]
-    assert sent[5][0] == "user" and "Task: Where do I live?" in sent[5][1]
+    # Turn 1's recall stays where it was shown (so turn 2 reuses the whole cached prompt) and is not repeated.
+    assert sent[2] == first[2]
+    assert sent[3:5] == [("user", "I am Ann"), ("assistant", "Hi Ann.")]
+    assert sent[5][0] == "user" and "Task: Where do I live?" in sent[5][1] and len(sent) == 6
     assert "likes tea" not in sent[0][1]  # the routing system prompt itself stays the same every turn
 
 

@@ -7,7 +7,8 @@ import pytest
 from voiceserver.settings import SettingsError, load_settings
 
 README_EXAMPLE_FILE = {
-    "agent": {"name": "Assistant", "instructions": "You are a helpful voice assistant.", "model": "local/smollm2",
+    "agent": {"name": "Assistant", "instructions": "You are a helpful voice assistant.",
+              "model": "local/qwen2.5-coder-0.5b",
               "voice": {"provider": "local", "voice": "en_US-joe-medium", "speed": 1.0},
               "memory": {"type": "lancedb", "url": "file:./data/memory"}}}
 
@@ -31,7 +32,7 @@ def write(tmp_path, data, name="cfg.json"):
 def test_defaults_run_local_without_keys():
     s = load_settings()
     assert s.voice_provider == "local" and s.stt_provider == "local" and s.tts_provider == "local"
-    assert s.agent.model == "local/smollm2"
+    assert s.agent.model == "local/qwen2.5-coder-0.5b"
     assert s.openai_api_key is None
     assert s.lancedb_uri == "./data/memory"
 
