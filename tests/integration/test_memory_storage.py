@@ -169,6 +169,30 @@ async def test_compaction_commits_while_callers_keep_deleting_and_old_versions_a
     await memory.close()
 
 
+async def test_lancedbs_caches_are_bounded_by_the_storage_settings(tmp_path):
+    """Found by the soak: LanceDB's default caches (6 GiB index, 1 GiB metadata) filled with the manifests of new
+    versions and RSS grew ~70 MiB a minute. The store's caches stay within storage.index_cache_mib and
+    storage.metadata_cache_mib."""
+    from voiceserver.settings import Settings
+
+    settings = Settings(lancedb_uri=str(tmp_path / "mem"), storage={"index_cache_mib": 1, "metadata_cache_mib": 1})
+    store = LanceDBStore.from_settings(settings, maintenance=False)
+    assert store.cache_bytes == (1 << 20, 1 << 20)
+    memory = Memory(store, embedder=None)
+    for i in range(60):  # each save is a new version with its own manifest
+        await memory.save_messages([Message("user", f"m{i} " + "x" * 2000, "t1", "caller")])
+        await memory.recall("t1", "caller")
+    assert 0 < store.cache_size_bytes <= 2 * (1 << 20)
+    unbounded = LanceDBStore(tmp_path / "other", maintenance=False, metadata_cache_bytes=None, index_cache_bytes=None)
+    other = Memory(unbounded, embedder=None)
+    for i in range(60):
+        await other.save_messages([Message("user", f"m{i} " + "x" * 2000, "t1", "caller")])
+        await other.recall("t1", "caller")
+    assert unbounded.cache_size_bytes > store.cache_size_bytes  # the bound is what kept it small
+    await memory.close()
+    await other.close()
+
+
 class HeldLiveWork:
     """Stands in for the server's LiveActivity: live work runs until the test ends it."""
 
