@@ -1,0 +1,25 @@
+"""GET /v1/debug/stats: off by default; with debug_stats on, one sample of the process, and ?objects=1 adds what the
+Python heap is made of (how the soak's RSS growth is read)."""
+
+from __future__ import annotations
+
+import httpx
+
+from voiceserver.client import VoiceClient
+from voiceserver.settings import Settings
+from voiceserver.testing.harness import voice_server
+
+
+async def test_debug_stats_are_off_by_default_and_sample_the_process_when_on():
+    async with voice_server() as vs, httpx.AsyncClient(base_url=vs.http_url) as http:
+        assert (await http.get("/v1/debug/stats")).status_code == 404
+    async with voice_server(settings=Settings(debug_stats=True)) as vs, \
+            httpx.AsyncClient(base_url=vs.http_url) as http:
+        async with VoiceClient.connect(vs.ws_url):
+            body = (await http.get("/v1/debug/stats")).json()
+            assert body["sessions"] == 1 and body["rss_bytes"] > 0 and body["asyncio_tasks"] > 0
+            assert "object_types" not in body
+            detailed = (await http.get("/v1/debug/stats?objects=1")).json()
+        types = detailed["object_types"]
+        assert len(types) == 25 and all(isinstance(n, int) and n > 0 for n in types.values())
+        assert "dict" in types  # the most common types of any Python process are among them
