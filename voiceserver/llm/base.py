@@ -19,6 +19,7 @@ from ..logs import get_logger
 from ..metrics import Metrics
 
 log = get_logger("LLM")
+BACKGROUND_TIMEOUT_FACTOR = 5.0  # a background call may take this many times the live time limits
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -207,12 +208,16 @@ class ChatModel:
                                 f"not {request.priority!r}", provider=self.provider)
         finished = False
         live = request.priority == "live"
+        # A background call waits for live work to pause and gives way to it while it runs, by design: its time
+        # limits allow for that (under load, extraction hit the live limit and working memory stayed empty).
+        slack = 1.0 if live else BACKGROUND_TIMEOUT_FACTOR
         if live:
             self.live_activity.begin()
         try:
             async for chunk in stream_with_policy(
                 lambda: self._stream(request), provider=self.provider, operation="llm", call_label="chat",
-                timeout_s=self.timeout_s, first_item_timeout_s=self.first_chunk_timeout_s, retries=self.retries,
+                timeout_s=self.timeout_s * slack, first_item_timeout_s=self.first_chunk_timeout_s * slack,
+                retries=self.retries,
                 metrics=self.metrics, first_item_stage="llm_first_chunk", log=log, name=self.model_id,
             ):
                 finished = finished or isinstance(chunk, Finish)
