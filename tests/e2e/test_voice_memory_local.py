@@ -1,7 +1,7 @@
-"""Cross-call memory through the voice server with the real local model (SmolLM2-135M): working memory is filled
-after the turn by structured output (the small model does not call tools reliably), and a new call's prompt holds it.
-
-What the 135M model then *says* is printed for the record, not asserted: it often ignores the name."""
+"""Cross-call memory through the voice server with the default local model (Qwen2.5-Coder-0.5B): working memory is
+filled after the turn by structured output (small models do not call tools reliably), and a new call's prompt holds
+it. What the model then *says* is printed for the record, not asserted here (tests/e2e/test_agent_returning_caller.py
+asserts the answer, with counts per model)."""
 
 import asyncio
 
