@@ -24,17 +24,6 @@ json_values = st.recursive(
     max_leaves=20)
 
 
-def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix] if prefix else []
-    if isinstance(value, dict):
-        for key, child in value.items():
-            out += _paths(child, (*prefix, key))
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            out += _paths(child, (*prefix, index))
-    return out
-
-
 def _replaced(message: Any, path: tuple, value: Any, delete: bool) -> Any:
     out = copy.deepcopy(message)
     parent = out
@@ -49,7 +38,7 @@ def _replaced(message: Any, path: tuple, value: Any, delete: bool) -> Any:
 
 def one_field_changed(message: dict[str, Any], *, keep: tuple[str, ...] = ("type",)) -> st.SearchStrategy:
     """``message`` with one field (at any depth) replaced by an edge-case scalar or any JSON value, or removed."""
-    paths = [p for p in _paths(message) if p[0] not in keep or len(p) > 1]
+    paths = [p for p in fuzz.json_paths(message) if p and (p[0] not in keep or len(p) > 1)]
     if not paths:
         return st.just(copy.deepcopy(message))
     return st.builds(_replaced, st.just(message), st.sampled_from(paths), scalars | json_values,

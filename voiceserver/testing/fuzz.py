@@ -157,15 +157,15 @@ def random_json(rng: random.Random, depth: int = 3) -> Any:
 
 # --- mutations -----------------------------------------------------------------------------------------------------
 
-def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+def json_paths(value: Any, prefix: tuple = ()) -> list[tuple]:
     """Every path (keys and indexes) into a JSON value, the root included."""
     out = [prefix]
     if isinstance(value, dict):
         for key, child in value.items():
-            out += _paths(child, (*prefix, key))
+            out += json_paths(child, (*prefix, key))
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            out += _paths(child, (*prefix, index))
+            out += json_paths(child, (*prefix, index))
     return out
 
 
@@ -180,7 +180,7 @@ def mutate(rng: random.Random, message: Any, *, max_changes: int = 3) -> Any:
     same-kind neighbour: another string, a number off by a lot), a key dropped or added, a list emptied or grown."""
     out = copy.deepcopy(message)
     for _ in range(rng.randint(1, max_changes)):
-        paths = _paths(out)
+        paths = json_paths(out)
         path = rng.choice(paths)
         if not path:  # the root itself
             if rng.random() < 0.3:
