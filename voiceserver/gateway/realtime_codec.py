@@ -18,10 +18,12 @@ from typing import Any
 from ..ids import new_id
 from .realtime_shapes import (
     ITEM_ID,
+    MAX_EVENT_ERROR_CHARS,
     Dialect,
     Limits,
     ResponseParams,
     ShapeError,
+    cut_message,
     decode_base64,
     parse_item,
     parse_response,
@@ -198,6 +200,7 @@ def _item_id(msg: dict[str, Any]) -> str:
 def error_event(code: str, message: str, *, param: str | None = None, event_id: str | None = None,
                 kind: str = "invalid_request_error") -> dict[str, Any]:
     """An ``error`` server event (``kind``: invalid_request_error for the client's input, server_error else)."""
+    message = cut_message(message, MAX_EVENT_ERROR_CHARS)
     return {"type": "error", "error": {"type": kind, "code": code, "message": message, "param": param,
                                        "event_id": event_id}}
 

@@ -36,6 +36,15 @@ TOOL_CHOICES = ("auto", "none", "required")
 EAGERNESS_SILENCE_MS = {"low": 1200, "medium": 600, "auto": 600, "high": 300}
 MAX_CONTENT_PARTS = 64
 MAX_ERROR_CHARS = 300
+# Any error event: room for the list of supported event names in unknown_event, not for a quoted 64 KiB value.
+MAX_EVENT_ERROR_CHARS = 600
+
+
+def cut_message(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error message no longer than ``limit`` (it may quote a client's value: never echo 5000 digits)."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 MAX_PARAM_CHARS = 120
 
 
@@ -44,7 +53,7 @@ class ShapeError(ValueError):
     client's 1 MiB event must not come back in its error)."""
 
     def __init__(self, message: str, param: str | None = None, code: str = "invalid_value"):
-        super().__init__(message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS - 3] + "...")
+        super().__init__(cut_message(message))
         self.param = param if param is None or len(param) <= MAX_PARAM_CHARS else param[:MAX_PARAM_CHARS - 3] + "..."
         self.code = code
 
