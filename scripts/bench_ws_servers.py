@@ -113,14 +113,14 @@ async def drive(port: int, sessions: int, duration: float) -> int:
     stats = Stats()
     opened = [await open_session(port, stats, frames, 20) for _ in range(sessions)]
     stop = asyncio.Event()
-    pacer = asyncio.create_task(pace(opened, 20, stop))
+    pacer = asyncio.create_task(pace(opened, stats, 20, stop))
     await asyncio.sleep(duration)
     stop.set()
     await pacer
     for s in opened:
         if s.transport is not None:
             s.transport.close()
-    return len(stats.pacing)
+    return sum(int(s.position_ms // s.frame_ms) for s in opened)  # frames sent
 
 
 async def measure(kind: str, sessions: int, duration: float) -> tuple[float, float]:

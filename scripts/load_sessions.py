@@ -140,7 +140,7 @@ class LoadSession(asyncio.Protocol):
                 length, offset = int.from_bytes(self.buffer[2:10], "big"), 10
             if len(self.buffer) < offset + length:
                 return
-            payload = bytes(self.buffer[offset:offset + length])
+            payload = bytes(self.buffer[offset:offset + length]) if opcode == 1 else b""  # reply audio: skipped
             del self.buffer[:offset + length]
             if opcode == 1 and (b"speech.started" in payload or b'"error"' in payload):
                 self.on_event(json.loads(payload))
@@ -156,14 +156,15 @@ class LoadSession(asyncio.Protocol):
         elif event["type"] == "error":
             self.stats.errors.append(event.get("code", "?"))
 
-    def send_next(self, due: float) -> None:
-        assert self.transport is not None
-        self.transport.write(self.frames[self.index])
+    def send_next(self, sent_at: float) -> None:
+        """Send the next frame; ``sent_at`` is the time its group of sessions started sending (one clock read per
+        group, not per frame: the lag measured from it is at most a group's send time longer, never shorter)."""
+        transport = self.transport
+        assert transport is not None
+        transport.write(self.frames[self.index])
         self.index = (self.index + 1) % len(self.frames)
-        now = time.perf_counter()
-        self.stats.pacing.append(now - due)
         self.position_ms += self.frame_ms
-        self.sent.append((self.position_ms, now))
+        self.sent.append((self.position_ms, sent_at))
         if len(self.sent) > 400:
             del self.sent[:200]
 
@@ -189,7 +190,8 @@ async def open_session(port: int, stats: Stats, frames: list[bytes], frame_ms: i
     return proto
 
 
-async def pace(sessions: list[LoadSession], frame_ms: int, stop: asyncio.Event, groups: int = 4) -> None:
+async def pace(sessions: list[LoadSession], stats: Stats, frame_ms: int, stop: asyncio.Event,
+               groups: int = 4) -> None:
     """Every session sends one frame per ``frame_ms``; sessions are spread over ``groups`` evenly spaced ticks
     so the server sees a steady stream, not one burst per frame period."""
     step = frame_ms / 1000 / groups
@@ -200,9 +202,12 @@ async def pace(sessions: list[LoadSession], frame_ms: int, stop: asyncio.Event, 
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        sent_at = time.perf_counter()
         for session in sessions[tick % groups::groups]:
             if session.transport is not None and not session.transport.is_closing():
-                session.send_next(due)
+                session.send_next(sent_at)
+        # How late the load generator itself was: the group's last frame against the group's due time.
+        stats.pacing.append(time.perf_counter() - due)
         tick += 1
 
 
@@ -271,16 +276,18 @@ async def run_level(port: int, http: str, audio: bytes, n: int, duration: float,
                 stats.errors.append(type(item).__name__)
             else:
                 sessions.append(item)
-    pacer = asyncio.create_task(pace(sessions, frame_ms, stop))
+    pacer = asyncio.create_task(pace(sessions, stats, frame_ms, stop))
     warmup = 3.0
     await asyncio.sleep(warmup)
     stats.lags.clear()
     stats.pacing.clear()
     async with httpx.AsyncClient() as client:
         _, buckets = server_vad_p99((await client.get(http + "/metrics")).text, {})
-        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+        cpu0, client0, wall0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
         await asyncio.sleep(duration)
-        server_cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - wall0)
+        wall = time.perf_counter() - wall0
+        server_cpu = (cpu_seconds(pid) - cpu0) / wall
+        client_cpu = (time.process_time() - client0) / wall
         rss1 = rss_kb(pid)
         server_p99, _ = server_vad_p99((await client.get(http + "/metrics")).text, buckets)
     stop.set()
@@ -293,7 +300,7 @@ async def run_level(port: int, http: str, audio: bytes, n: int, duration: float,
         "lag_p50_ms": pct(stats.lags, 50), "lag_p95_ms": pct(stats.lags, 95), "lag_p99_ms": pct(stats.lags, 99),
         "server_vad_p99_ms_le": None if server_p99 is None else server_p99 * 1000,
         "client_pacing_p99_ms": pct(stats.pacing, 99), "rss_per_session_kb": (rss1 - rss0) / max(n, 1),
-        "server_cpu": server_cpu,
+        "server_cpu": server_cpu, "client_cpu": client_cpu,
         "errors": len(stats.errors),
     }, buckets
 
@@ -314,7 +321,8 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"server pid {server.pid} on port {port}; each session loops {len(audio) / 32000:.1f} s of audio "
               f"in {args.frame_ms} ms frames; {args.duration:.0f} s per level")
         header = (f"{'N':>6} {'conn':>6} {'decisions':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'x base':>7} "
-                  f"{'srv p99<=':>9} {'client p99':>10} {'RSS/sess KB':>11} {'srv CPU':>7} {'errors':>6}")
+                  f"{'srv p99<=':>9} {'client p99':>10} {'RSS/sess KB':>11} {'srv CPU':>7} {'cli CPU':>7} "
+                  f"{'errors':>6}")
         print(header)
         best = None
         base = None
@@ -327,7 +335,8 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"{n:>6} {row['connected']:>6} {row['decisions']:>9} {row['lag_p50_ms']:>8.1f} "
                   f"{row['lag_p95_ms']:>8.1f} {row['lag_p99_ms']:>8.1f} {ratio:>7.2f} "
                   f"{(f'{srv:.1f}' if srv is not None else '-'):>9} {row['client_pacing_p99_ms']:>10.1f} "
-                  f"{row['rss_per_session_kb']:>11.0f} {row['server_cpu']:>7.0%} {row['errors']:>6}", flush=True)
+                  f"{row['rss_per_session_kb']:>11.0f} {row['server_cpu']:>7.0%} {row['client_cpu']:>7.0%} "
+                  f"{row['errors']:>6}", flush=True)
             if row["lag_p99_ms"] <= 50 and row["connected"] == n and not row["errors"]:
                 best = n
             await asyncio.sleep(2)

@@ -202,6 +202,20 @@ def test_token_counter_uses_the_models_counter_and_falls_back_to_the_estimate():
     assert token_counter(object())("") == 0
 
 
+def test_a_model_with_the_base_estimate_counts_with_the_estimate_itself():
+    """The run lays the prompt out inline (no thread hop) exactly when the counter is the estimate: a model that
+    only inherits ChatModel's estimate gets it; one that counts with its own tokenizer does not."""
+    from voiceserver.testing.fake_llm import ScriptedChatModel
+
+    class Tokenizing(ScriptedChatModel):
+        def count_tokens(self, text: str) -> int:
+            return 1
+
+    assert token_counter(ScriptedChatModel(["x"])) is estimate_tokens
+    assert token_counter(Tokenizing(["x"])) is not estimate_tokens
+    assert token_counter(Tokenizing(["x"]))("a long text") == 1
+
+
 async def test_the_run_emits_the_context_chunk_before_the_first_model_call_and_usage_after():
     memory = FakeMemory()
     model = ScriptedChatModel(["Hello.", "Fine."])

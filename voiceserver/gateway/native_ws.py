@@ -75,7 +75,7 @@ async def _receive_loop(ws: WebSocket, session: Session, hub: SessionHub) -> Non
     def audio_sink(data: bytes) -> bool:
         # With the FastAudioProtocol, frames arrive here straight from the socket (see gateway/fast_audio.py);
         # anything it cannot take at once (too large, before the session started) comes through the loop below.
-        return len(data) <= max_frame and session.handle_nowait(decode_binary(data, clock()))
+        return len(data) <= max_frame and session.feed_audio_nowait(data, clock())
 
     ws.scope[AUDIO_SINK] = audio_sink
     # The raw ASGI receive: Starlette's wrapper re-checks connection state on every message, a measurable cost at

@@ -187,6 +187,8 @@ class ChatModel:
         (rounded up) of English text; the local llama.cpp model counts exactly with its tokenizer."""
         return -(-len(text) // 4)
 
+    count_tokens.is_estimate = True  # type: ignore[attr-defined]  # runs.prompt.token_counter: no thread needed
+
     async def count_tokens_async(self, text: str) -> int:
         """:meth:`count_tokens` without blocking the event loop (the local model may have to load its tokenizer)."""
         return self.count_tokens(text)

@@ -62,7 +62,7 @@ def token_counter(model: Any) -> TokenCounter:
     A counter that fails (a model that cannot tokenize yet) falls back to the estimate for that text.
     """
     count = getattr(model, "count_tokens", None)
-    if not callable(count):
+    if not callable(count) or getattr(count, "is_estimate", False):  # the base ChatModel's estimate
         return estimate_tokens
 
     def counted(text: str) -> int:

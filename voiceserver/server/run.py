@@ -1,9 +1,9 @@
 """`voiceserver serve`: check the configuration, build the server, run uvicorn on uvloop until SIGINT/SIGTERM.
 
-With ``--workers N`` the parent binds the listening socket once and forks N worker processes that share it (the
-kernel spreads new connections over them); each worker loads its own engines and runs its own event loop, so a
-2-core machine can use both cores for the audio path. The parent forwards SIGINT/SIGTERM and exits when every worker
-has finished its graceful shutdown.
+With ``--workers N`` the parent binds one listening socket per worker on the same port (SO_REUSEPORT: the kernel
+spreads new connections evenly over them) and forks N worker processes; each worker loads its own engines and runs
+its own event loop, so a 2-core machine can use both cores for the audio path. The parent forwards SIGINT/SIGTERM
+and exits when every worker has finished its graceful shutdown.
 """
 
 from __future__ import annotations
@@ -114,24 +114,51 @@ def run_server(settings: Settings) -> int:
     return run_forked(settings.host, settings.port, settings.workers, lambda sockets: _serve(settings, sockets))
 
 
+def listening_sockets(host: str, port: int, workers: int) -> list[socket.socket]:
+    """One listening socket per worker, all on one port with SO_REUSEPORT, so the kernel spreads new connections
+    evenly over the workers (by a hash of the connection). A single shared socket lets whichever worker wakes first
+    take the connection: under load one worker took twice the sessions of the other (scripts/load_sessions.py), and
+    the busier core set the lag for everyone. Where SO_REUSEPORT is missing, one shared socket is returned."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    reuse_port = getattr(socket, "SO_REUSEPORT", None)
+    listeners: list[socket.socket] = []
+    if reuse_port is not None:
+        # A plain bind first, so that a port some other server holds is still refused ("address in use") rather
+        # than silently shared; it also picks the free port when ``port`` is 0.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            port = probe.getsockname()[1]
+    try:
+        for _ in range(workers if reuse_port is not None else 1):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            listeners.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port is not None:
+                sock.setsockopt(socket.SOL_SOCKET, reuse_port, 1)
+            sock.bind((host, port))
+            sock.listen(4096)
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in listeners:
+            sock.close()
+        raise
+    return listeners
+
+
 def run_forked(host: str, port: int, workers: int, serve: Callable[[list[socket.socket]], int],
                on_bound: Callable[[int], None] | None = None) -> int:
-    """Bind once, fork ``workers`` processes that each run ``serve([socket])``, forward SIGINT/SIGTERM, wait.
+    """Bind the port, fork ``workers`` processes that each run ``serve([its socket])``, forward SIGINT/SIGTERM, wait.
 
     Call it before any thread exists (fork safety): the engines are loaded in the workers, not here.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        listeners = listening_sockets(host, port, workers)
     except OSError as exc:
         print(f"voiceserver: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
-    sock.listen(4096)
-    sock.set_inheritable(True)
     if on_bound is not None:
-        on_bound(sock.getsockname()[1])
+        on_bound(listeners[0].getsockname()[1])
     children: list[int] = []
     for index in range(workers):
         pid = os.fork()
@@ -140,13 +167,18 @@ def run_forked(host: str, port: int, workers: int, serve: Callable[[list[socket.
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             bind_context(worker=str(index))
+            own = listeners[index % len(listeners)]
+            for other in listeners:
+                if other is not own:
+                    other.close()
             code = 1
             try:
-                code = serve([sock])
+                code = serve([own])
             finally:
                 os._exit(code)
         children.append(pid)
-    sock.close()
+    for listener in listeners:
+        listener.close()
 
     def forward(sig: int, frame: Any) -> None:
         for child in children:

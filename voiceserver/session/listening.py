@@ -70,8 +70,11 @@ class Listener:
         pcm = self.converter.convert(audio)
         if not pcm:
             return [], now
-        events = self._shifted(self.segmenter.feed(pcm))
-        self._arrivals.append((self.position_ms, now))
+        segmenter = self.segmenter
+        events = segmenter.feed(pcm)
+        if events and self._offset_ms:
+            self._shifted(events)
+        self._arrivals.append((self._offset_ms + segmenter.position_ms, now))
         if self._retuned is not None and not self.segmenter.in_speech:
             self._replace_segmenter()
         # One frame in LAG_SAMPLE is timed: a histogram observation costs about as much as the VAD itself, and a

@@ -170,6 +170,14 @@ class Session:
             return True
         return False
 
+    def feed_audio_nowait(self, audio: bytes, arrived_at: float | None) -> bool:
+        """``handle_nowait(InputAudio(audio, arrived_at))`` without building the event: a transport's per-frame
+        callback (50 a second per caller)."""
+        if self.started and not self.closed:
+            self._feed(audio, arrived_at)
+            return True
+        return False
+
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
     async def _start(self, config: SessionConfig) -> None:
