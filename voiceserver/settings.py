@@ -371,10 +371,10 @@ class StorageConfig(_Section):
                            "(about 8 flushes per turn); filesystem: one syncfs of the memory's filesystem per write "
                            "(cheaper, but it also flushes whatever else is dirty there). Cost: "
                            "scripts/bench_durability.py")
-    index_cache_mib: int = Field(128, ge=0, le=1 << 20, description="LanceDB's index cache per store (its own "
-                                                                   "default is 6 GiB)")
+    index_cache_mib: int = Field(16, ge=0, le=1 << 20, description="LanceDB's index cache per store (its own "
+                                                                  "default is 6 GiB)")
     metadata_cache_mib: int = Field(
-        64, ge=0, le=1 << 20, description="LanceDB's metadata cache per store: manifests and file footers (its own "
+        16, ge=0, le=1 << 20, description="LanceDB's metadata cache per store: manifests and file footers (its own "
                                           "default, 1 GiB, filled up under steady writes, and RSS with it)")
     claim_lease_s: float = Field(60.0, ge=1, le=86400, description="a suspended run claimed by a server that "
                                                                    "stopped renewing the claim (it died) may be "

@@ -23,3 +23,21 @@ async def test_debug_stats_are_off_by_default_and_sample_the_process_when_on():
         types = detailed["object_types"]
         assert len(types) == 25 and all(isinstance(n, int) and n > 0 for n in types.values())
         assert "dict" in types  # the most common types of any Python process are among them
+
+
+async def test_debug_stats_report_each_stores_bounded_caches(tmp_path):
+    """The soak reads how much of RSS the LanceDB caches and the outage row cache hold, per store."""
+    from voiceserver.testing.fuzz_target import build_target, target_settings
+
+    server = build_target(tmp_path, settings=target_settings())
+    from voiceserver.server.composition import create_app
+    from voiceserver.testing.servers import serve_app
+
+    async with serve_app(create_app(server)) as running, httpx.AsyncClient(base_url=running.http_url) as http:
+        async with VoiceClient.connect(running.ws_url + "/v1/voice?resource=alice") as client:
+            await client.ask_text("Remember that my name is Ada.")
+        stores = (await http.get("/v1/debug/stats")).json()["stores"]
+    (uri, caches), = stores.items()
+    assert uri.endswith("memory")
+    assert caches["lancedb_cache_bytes"] > 0  # the turn's reads and writes went through LanceDB
+    assert caches["cached_rows"] == 0  # this store has no outage journal, so it keeps no rows for one

@@ -55,8 +55,8 @@ from .schema import (
 from .types import MemoryStoreError
 
 log = get_logger("MEMORY")
-DEFAULT_INDEX_CACHE_BYTES = 128 << 20
-DEFAULT_METADATA_CACHE_BYTES = 64 << 20
+DEFAULT_INDEX_CACHE_BYTES = 16 << 20
+DEFAULT_METADATA_CACHE_BYTES = 16 << 20
 T = TypeVar("T")
 
 MAX_QUERY_ROWS = 100_000  # one query never materialises more rows than this
@@ -109,7 +109,9 @@ class LanceDBStore(LanceRunStoreMixin, OutageGuard, CompactionMixin):
         self.write_retries = write_retries
         self.claim_lease_s = claim_lease_s
         # LanceDB's caches, bounded: its defaults (6 GiB of index, 1 GiB of metadata) let a server's RSS grow by
-        # about 70 MiB a minute under the soak's 50 callers, as manifests of new versions filled the cache.
+        # about 70 MiB a minute under the soak's 50 callers, as manifests of new versions filled the cache. 16 MiB
+        # each fill within minutes and then hold; recall and write times are the same as with 128 + 64 MiB
+        # (scripts/bench_memory.py), since the data a turn reads is a few small index pages and the newest manifest.
         self.cache_bytes = (index_cache_bytes, metadata_cache_bytes)
         self._session: Any = None
         self._db: Any = None

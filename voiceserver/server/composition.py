@@ -74,11 +74,15 @@ class VoiceServer:
     def engine_status(self) -> dict[str, str]:
         return {s.name: (s.state if s.state != "failed" else f"failed: {s.error}") for s in self.slots}
 
-    def storage_status(self) -> dict[str, dict[str, Any]]:
-        """Each memory store's health (ok, degraded, flushing; pending journaled writes), by store URI."""
+    def stores(self) -> dict[str, Any]:
+        """Every memory store in use (the server's and its agents'), by store URI."""
         memories = [self.memory, *(getattr(a, "memory", None) for a in self.agents.values())]
         stores = {id(s): s for m in memories if (s := getattr(m, "storage", None)) is not None}
-        return {str(getattr(s, "uri", i)): s.health() for i, s in stores.items() if hasattr(s, "health")}
+        return {str(getattr(s, "uri", i)): s for i, s in stores.items()}
+
+    def storage_status(self) -> dict[str, dict[str, Any]]:
+        """Each memory store's health (ok, degraded, flushing; pending journaled writes), by store URI."""
+        return {uri: s.health() for uri, s in self.stores().items() if hasattr(s, "health")}
 
     async def load_engines(self) -> None:
         """Load every engine once (each in its own thread inside its provider), sequentially to spare the CPU."""

@@ -57,6 +57,10 @@ def process_stats(server: VoiceServer) -> dict[str, Any]:
         "outbox_events": sum(outboxes),
         "outbox_max": max(outboxes, default=0),
         "gc_counts": list(gc.get_count()),
+        # The bounded caches a store fills as callers talk (part of RSS until each reaches its bound).
+        "stores": {uri: {"lancedb_cache_bytes": getattr(store, "cache_size_bytes", None),
+                         "cached_rows": len(cache) if (cache := getattr(store, "cache", None)) is not None else None}
+                   for uri, store in server.stores().items()},
     }
 
 
