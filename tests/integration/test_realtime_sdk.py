@@ -192,7 +192,8 @@ async def test_ga_cancel_then_truncate_keeps_the_heard_text_in_memory(tmp_path):
     memory = Memory(storage=LanceDBStore(str(tmp_path / "memory")), embedder=None,
                     options={"semantic_recall": {"enabled": False}, "working_memory": {"enabled": False}})
     agent, model = agent_with(STORY, STORY, memory=memory)
-    settings = Settings(turn=TurnConfig(output_lead_ms=300, reply_max_sentences=0))
+    # The first phrase is the first sentence (cut at 32 characters, not the default 16): the timings below use it.
+    settings = Settings(turn=TurnConfig(output_lead_ms=300, reply_max_sentences=0, first_phrase_max_chars=32))
     async with voice_server(agent=agent, memory=memory, tts=ToneTTS(ms_per_char=40, sample_rate=24000),
                             settings=settings) as vs, httpx.AsyncClient(base_url=vs.http_url) as http:
         query = {"resource": "caller-1", "thread": "talk-1"}

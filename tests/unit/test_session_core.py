@@ -115,8 +115,10 @@ def test_barge_in_keeps_the_text_heard_up_to_played_ms():
 def test_barge_in_without_played_ms_keeps_the_phrases_fully_sent():
     async def scenario():
         agent, _ = agent_with(Reply(STORY, chunk_delay_s=0.01))
+        # The first phrase is the first sentence here (cut at 32 characters, not the default 16), so the sleep below
+        # ends inside the second one.
         async with SessionProbe(agent=agent, stt=ScriptedSTT(["go"]), tts=ToneTTS(ms_per_char=40),
-                                turn=TurnConfig(output_lead_ms=100)) as p:
+                                turn=TurnConfig(output_lead_ms=100, first_phrase_max_chars=32)) as p:
             await p.speak(600)
             await p.silence(700)
             await p.wait_for("response.audio.started")
@@ -556,3 +558,18 @@ def test_a_reply_cut_at_its_limit_still_reports_its_prompt():
                                     question_for=lambda n, a: "", schema_for=lambda w, s: None,
                                     known_workflows=frozenset())
     assert actions == [TurnStats({"prompt_tokens": 240.0, "cached_tokens": 200.0})]
+
+
+def test_the_first_phrase_is_spoken_from_its_first_words_by_default():
+    """turn.first_phrase_max_chars (16): synthesis of an unpunctuated sentence starts after three or four words,
+    not at its end; the rest of the sentence is the next phrase."""
+    async def scenario():
+        agent, _ = agent_with(Reply("The capital of France is Paris. It is lovely.", chunk_delay_s=0.01))
+        tts = ToneTTS()
+        async with SessionProbe(agent=agent, stt=ScriptedSTT(["capital of France"]), tts=tts) as p:
+            await p.speak(600)
+            await p.silence(700)
+            await p.wait_for("response.done")
+            assert tts.phrases[:2] == ["The capital of", "France is Paris."]
+
+    run_virtual(scenario())
