@@ -93,16 +93,38 @@ async def test_a_model_that_repeats_its_previous_reply_is_caught_and_the_second_
     assert result.usage.completion_tokens == len(result.text.split())
 
 
-async def test_a_second_repeat_is_let_through_and_logged_with_a_code(caplog):
+async def test_a_model_that_always_repeats_gets_two_guarded_retries_then_a_fallback_that_repeats_nothing(caplog):
     memory = FakeMemory()
     model = ScriptedChatModel([WEATHER])  # always the same answer
     agent = Agent(name="A", model=model, memory=memory)
     await agent.generate("Weather?", memory=MEM)
     with caplog.at_level(logging.INFO, logger="voiceserver.agent"):
-        result = await agent.generate("My name is Ada.", memory=MEM)
-    assert result.text == WEATHER and model.calls == 3
+        stream = agent.stream("My name is Ada.", memory=MEM)
+        chunks = [c async for c in stream]
+        result = await stream.result()
+    # The first reply, then three attempts for the second turn: the first and two retries, all caught.
+    assert model.calls == 4
+    assert [r.temperature for r in model.requests[2:]] == [0.8, 1.0]
+    streamed = "".join(c.payload["text"] for c in chunks if c.type == "text-delta")
+    assert streamed == result.text == "Okay, got it."  # a statement gets an acknowledgement
+    assert memory.thread("t1")[-1]["content"] == "Okay, got it."
     codes = [getattr(r, "fields", {}).get("code") for r in caplog.records]
-    assert "reply_repeat_caught" in codes and "reply_repeated" in codes
+    assert codes.count("reply_repeat_caught") == 2 and "reply_repeated" in codes
+    # Asked a question next, and parroting again: the fallback answers it, and repeats no earlier reply either.
+    result = await agent.generate("What is my name?", memory=MEM)
+    assert result.text == "I'm not sure about that."
+
+
+def test_the_fallback_never_repeats_an_earlier_reply():
+    from voiceserver.agent.run_model import fallback_reply
+    from voiceserver.llm.base import ChatMessage
+
+    asked = [ChatMessage("user", "Is it far?")]
+    assert fallback_reply(asked, []) == "I'm not sure about that."
+    assert fallback_reply(asked, ["I'm not sure about that."]) == "Sorry, I don't know that one."
+    both = ["I'm not sure about that.", "Sorry, I don't know that one."]
+    assert fallback_reply(asked, both) == "Hmm."
+    assert fallback_reply([ChatMessage("user", "Thanks.")], ["Okay, got it."]) == "Understood."
 
 
 async def test_the_guard_leaves_tool_steps_and_structured_output_alone():

@@ -2,8 +2,9 @@
 
 A plain-text step (no response schema) runs behind the :class:`~voiceserver.agent.repetition.RepetitionGuard`
 built from the assistant replies already in the prompt: an attempt that repeats one of them is discarded before
-anything of it is emitted and the call is made once more, with a nudge and stronger sampling. What the second
-attempt says is what streams, what the step returns and what memory stores.
+anything of it is emitted and the call is made again, with a nudge and freer sampling, each retry guarded the same
+way. When every attempt repeats, the step says a short fallback that repeats nothing (:func:`fallback_reply`)
+rather than a reply the caller already heard. What streams is what the step returns and what memory stores.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from .repetition import NUDGE, RepetitionGuard, is_repeat
 
 log = get_logger("AGENT")
 MAX_PARTIAL_OBJECT_CHARS = 32_000
-RETRY_TEMPERATURE = 0.8  # the second attempt after a repeat samples more freely (at least this temperature)
+RETRY_TEMPERATURES = (0.8, 1.0)  # the attempts after a repeat sample more and more freely (at least these)
+RETRY_TEMPERATURE = RETRY_TEMPERATURES[0]
+# Said when every attempt repeated an earlier reply: the first that repeats nothing said before (the last ones are
+# one word, which the guard never counts as a repeat).
+FALLBACK_TO_QUESTION = ("I'm not sure about that.", "Sorry, I don't know that one.", "Hmm.")
+FALLBACK_TO_STATEMENT = ("Okay, got it.", "Understood.", "Okay.")
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -68,17 +74,22 @@ class ModelStep:
     async def run(self, request: ChatRequest, *, earlier_replies: list[str]) -> StepOut:
         """Stream ``request``; with ``earlier_replies`` (and no response schema) behind the repetition guard."""
         guarded = request.response_schema is None and bool(earlier_replies)
-        first = await self._attempt(request, RepetitionGuard(earlier_replies) if guarded else None)
-        usage = _copy_usage(first.finish.usage)
-        attempt, retried = first, False
-        if first.repeated:
+        attempt = await self._attempt(request, RepetitionGuard(earlier_replies) if guarded else None)
+        usage = _copy_usage(attempt.finish.usage)
+        retried = False
+        for temperature in RETRY_TEMPERATURES:
+            if not attempt.repeated:
+                break
             log.info("the reply repeated an earlier reply; generating it again",
                      fields={"code": "reply_repeat_caught"})
-            attempt, retried = await self._attempt(nudged(request), None), True
+            attempt, retried = await self._attempt(nudged(request, temperature),
+                                                   RepetitionGuard(earlier_replies)), True
             usage.add(attempt.finish.usage)
-            if is_repeat("".join(attempt.parts), earlier_replies):
-                log.warning("the reply repeats an earlier reply even after a second attempt",
-                            fields={"code": "reply_repeated"})
+        if attempt.repeated:
+            log.warning("every attempt repeated an earlier reply; saying a short fallback instead",
+                        fields={"code": "reply_repeated"})
+            attempt = _Attempt(finish=Finish(reason="stop"))
+            await self._text(attempt, fallback_reply(request.messages, earlier_replies))
         if self._text_id is not None:
             await self.emit("text-end", {"id": self._text_id})
         reason = attempt.finish.reason
@@ -151,11 +162,19 @@ def build_request(messages: list[ChatMessage], specs: list[ToolSpec], choice: st
                        stop=settings.get("stop"))
 
 
-def nudged(request: ChatRequest) -> ChatRequest:
+def nudged(request: ChatRequest, temperature: float = RETRY_TEMPERATURE) -> ChatRequest:
     """The request again, told not to repeat itself, sampling more freely (a higher temperature: the request has
     no repetition penalty of its own; the local model's penalties are its settings, ``llm.*``)."""
     return dataclasses.replace(request, messages=[*request.messages, ChatMessage("system", NUDGE)],
-                               temperature=max(request.temperature or 0.0, RETRY_TEMPERATURE))
+                               temperature=max(request.temperature or 0.0, temperature))
+
+
+def fallback_reply(messages: list[ChatMessage], earlier: list[str]) -> str:
+    """A short reply to the last user message that repeats none of ``earlier``: a plain "not sure" to a question,
+    an acknowledgement to anything else."""
+    last = next((m.content for m in reversed(messages) if m.role == "user" and isinstance(m.content, str)), "")
+    choices = FALLBACK_TO_QUESTION if last.rstrip().endswith("?") else FALLBACK_TO_STATEMENT
+    return next((text for text in choices if not is_repeat(text, earlier)), choices[-1])
 
 
 def earlier_replies(messages: list[ChatMessage]) -> list[tuple[str | None, str]]:
