@@ -165,18 +165,13 @@ class Session:
         """Process an event at once when that needs no waiting (caller audio once the session has started): True
         when done; False when the caller must ``await handle(event)`` instead. Used by a transport that receives
         audio in a callback (no task per frame)."""
-        if type(event) is InputAudio and self.started and not self.closed:
-            self._feed(event.audio, event.arrived_at)
-            return True
-        return False
+        return type(event) is InputAudio and self.feed_audio_nowait(event.audio, event.arrived_at)
 
     def feed_audio_nowait(self, audio: bytes, arrived_at: float | None) -> bool:
-        """``handle_nowait(InputAudio(audio, arrived_at))`` without building the event: a transport's per-frame
-        callback (50 a second per caller)."""
-        if self.started and not self.closed:
+        """``handle_nowait(InputAudio(audio, arrived_at))`` without building the event (a per-frame callback)."""
+        if ready := self.started and not self.closed:
             self._feed(audio, arrived_at)
-            return True
-        return False
+        return ready
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
