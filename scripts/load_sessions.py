@@ -10,7 +10,8 @@ Measured per level N:
   speech.started: the time from a frame's arrival to its VAD decision as a client sees it (p50 / p95 / p99);
 - server-side VAD lag (voiceserver_vad_lag_seconds, from the server's /metrics histogram, p99 by bucket);
 - client pacing lag (how late the load generator itself sent frames, to tell a client bottleneck apart);
-- server RSS per session.
+- server RSS per session;
+- full garbage collections of one worker during the level, and their mean pause.
 
 Prints the largest N whose p99 lag stays <= 50 ms, and each level's p99 as a ratio to the smallest level's
 (the baseline run in the same process).
@@ -254,6 +255,16 @@ def server_vad_p99(metrics_text: str, before: dict[float, float]) -> tuple[float
     return None, buckets
 
 
+def full_gc(metrics_text: str) -> tuple[float, float]:
+    """(count, total seconds) of full collections (generation 2) the answering worker timed so far."""
+    values = {"count": 0.0, "sum": 0.0}
+    for line in metrics_text.splitlines():
+        for kind in values:
+            if line.startswith(f'voiceserver_gc_pause_seconds_{kind}{{generation="2"}}'):
+                values[kind] = float(line.rsplit(" ", 1)[1])
+    return values["count"], values["sum"]
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
@@ -282,14 +293,18 @@ async def run_level(port: int, http: str, audio: bytes, n: int, duration: float,
     stats.lags.clear()
     stats.pacing.clear()
     async with httpx.AsyncClient() as client:
-        _, buckets = server_vad_p99((await client.get(http + "/metrics")).text, {})
+        text = (await client.get(http + "/metrics")).text
+        _, buckets = server_vad_p99(text, {})
+        gc0 = full_gc(text)
         cpu0, client0, wall0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
         await asyncio.sleep(duration)
         wall = time.perf_counter() - wall0
         server_cpu = (cpu_seconds(pid) - cpu0) / wall
         client_cpu = (time.process_time() - client0) / wall
         rss1 = rss_kb(pid)
-        server_p99, _ = server_vad_p99((await client.get(http + "/metrics")).text, buckets)
+        text = (await client.get(http + "/metrics")).text
+        server_p99, _ = server_vad_p99(text, buckets)
+        gc1 = full_gc(text)
     stop.set()
     await pacer
     for session in sessions:
@@ -301,6 +316,8 @@ async def run_level(port: int, http: str, audio: bytes, n: int, duration: float,
         "server_vad_p99_ms_le": None if server_p99 is None else server_p99 * 1000,
         "client_pacing_p99_ms": pct(stats.pacing, 99), "rss_per_session_kb": (rss1 - rss0) / max(n, 1),
         "server_cpu": server_cpu, "client_cpu": client_cpu,
+        # Full GC pauses of one worker (the one that answered /metrics): the event loop stands still for each.
+        "full_gc": gc1[0] - gc0[0], "full_gc_ms": (gc1[1] - gc0[1]) * 1000 / max(gc1[0] - gc0[0], 1),
         "errors": len(stats.errors),
     }, buckets
 
@@ -322,7 +339,7 @@ async def main_async(args: argparse.Namespace) -> None:
               f"in {args.frame_ms} ms frames; {args.duration:.0f} s per level")
         header = (f"{'N':>6} {'conn':>6} {'decisions':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'x base':>7} "
                   f"{'srv p99<=':>9} {'client p99':>10} {'RSS/sess KB':>11} {'srv CPU':>7} {'cli CPU':>7} "
-                  f"{'errors':>6}")
+                  f"{'full GC':>9} {'errors':>6}")
         print(header)
         best = None
         base = None
@@ -336,7 +353,7 @@ async def main_async(args: argparse.Namespace) -> None:
                   f"{row['lag_p95_ms']:>8.1f} {row['lag_p99_ms']:>8.1f} {ratio:>7.2f} "
                   f"{(f'{srv:.1f}' if srv is not None else '-'):>9} {row['client_pacing_p99_ms']:>10.1f} "
                   f"{row['rss_per_session_kb']:>11.0f} {row['server_cpu']:>7.0%} {row['client_cpu']:>7.0%} "
-                  f"{row['errors']:>6}", flush=True)
+                  f"{row['full_gc']:>3.0f}x{row['full_gc_ms']:>4.0f}ms {row['errors']:>6}", flush=True)
             if row["lag_p99_ms"] <= 50 and row["connected"] == n and not row["errors"]:
                 best = n
             await asyncio.sleep(2)

@@ -62,6 +62,10 @@ async def test_readyz_names_what_is_loading_then_ready(tmp_path, models_dir):
             assert seen, "before loading finished, /readyz named what was missing"
             metrics = (await http.get("/metrics")).text
             assert 'voiceserver_engine_loaded{engine="stt"} 1.0' in metrics
+            # Loading the models allocated plenty: the server's GC pauses are timed, young collections at least.
+            assert 'voiceserver_gc_pause_seconds_count{generation="0"}' in metrics
+            young = float(metrics.split('voiceserver_gc_pause_seconds_count{generation="0"} ')[1].split()[0])
+            assert young >= 1
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 60)

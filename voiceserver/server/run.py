@@ -20,6 +20,7 @@ import uvicorn
 
 from ..gateway.fast_audio import FastAudioProtocol
 from ..logs import bind_context, configure_logging, get_logger
+from ..metrics import GcPauses
 from ..settings import Settings
 
 log = get_logger("SERVER")
@@ -29,11 +30,14 @@ class _GracefulServer(uvicorn.Server):
     """On shutdown, tell open voice sessions first (while their sockets are still open), then let uvicorn close."""
 
     voice: Any = None
+    gc_pauses: GcPauses | None = None
 
     async def shutdown(self, sockets: Any = None) -> None:
         if self.voice is not None and self.voice.hub is not None:
             await self.voice.hub.shutdown()
         await super().shutdown(sockets=sockets)
+        if self.gc_pauses is not None:
+            self.gc_pauses.remove()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # Like uvicorn's, minus re-raising the signal after shutdown: a graceful stop exits with status 0.
@@ -54,6 +58,8 @@ class _GracefulServer(uvicorn.Server):
         # collector's way, and collect young objects less often. Fewer, shorter GC pauses on the audio path.
         gc.freeze()
         gc.set_threshold(20_000, 50, 50)
+        if self.voice is not None and getattr(self.voice, "metrics", None) is not None:
+            self.gc_pauses = GcPauses(self.voice.metrics).install()
 
 
 def ws_max_bytes(settings: Settings | None) -> int:
