@@ -116,7 +116,7 @@ class Tally:
     samples: list[str] = field(default_factory=list)
 
 
-PHRASE_CHARS = 16  # the session cuts its first phrase for speech here (turn.first_phrase_max_chars)
+PHRASE_CHARS = 32  # the session cuts its first phrase for speech here (turn.first_phrase_max_chars)
 
 
 async def ask(model: LlamaCppModel, messages: list[ChatMessage], max_tokens: int,

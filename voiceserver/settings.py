@@ -207,9 +207,9 @@ class TurnConfig(_Section):
     incomplete_endpoint_ms: int = Field(1000, ge=100, le=5000, description="silence that ends a trailing one")
     history_messages: int = Field(20, ge=0, le=1000, description="turns kept in a session without memory")
     first_phrase_max_chars: int = Field(
-        16, ge=10, le=400, description="the first phrase of a reply is cut at a space after this many characters "
-                                       "even without punctuation, so its audio starts early (16: the first three "
-                                       "or four words; the local model writes about 25 tokens a second)")
+        32, ge=10, le=400, description="the first phrase of a reply is cut at a space after this many characters "
+                                       "even without punctuation, so its audio starts early (16, the first three "
+                                       "or four words, saved about 50 ms at p50 in scripts/bench_conversation.py)")
     reply_max_sentences: int = Field(
         3, ge=0, le=100, description="a voice reply stops at the end of this many sentences (0: no limit); the "
                                      "model is cancelled there and memory keeps what was spoken")

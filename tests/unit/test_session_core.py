@@ -560,13 +560,14 @@ def test_a_reply_cut_at_its_limit_still_reports_its_prompt():
     assert actions == [TurnStats({"prompt_tokens": 240.0, "cached_tokens": 200.0})]
 
 
-def test_the_first_phrase_is_spoken_from_its_first_words_by_default():
-    """turn.first_phrase_max_chars (16): synthesis of an unpunctuated sentence starts after three or four words,
+def test_a_short_first_phrase_setting_speaks_the_first_words_first():
+    """turn.first_phrase_max_chars 16: synthesis of an unpunctuated sentence starts after three or four words,
     not at its end; the rest of the sentence is the next phrase."""
     async def scenario():
         agent, _ = agent_with(Reply("The capital of France is Paris. It is lovely.", chunk_delay_s=0.01))
         tts = ToneTTS()
-        async with SessionProbe(agent=agent, stt=ScriptedSTT(["capital of France"]), tts=tts) as p:
+        async with SessionProbe(agent=agent, stt=ScriptedSTT(["capital of France"]), tts=tts,
+                                turn=TurnConfig(first_phrase_max_chars=16)) as p:
             await p.speak(600)
             await p.silence(700)
             await p.wait_for("response.done")
