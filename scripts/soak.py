@@ -187,6 +187,21 @@ def lancedb_sample(path: Path) -> dict[str, Any]:
     return out
 
 
+async def detail(http: httpx.AsyncClient) -> dict[str, Any]:
+    """The tasks by coroutine, the fds by kind and the Python object types (a walk of the heap: run it rarely)."""
+    try:
+        return (await http.get("/v1/debug/stats", params={"objects": 1})).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+
+
+def growth(before: dict[str, int], after: dict[str, int], top: int = 8) -> str:
+    """The keys whose counts changed most between two samples, biggest change first."""
+    changes = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    changes = {k: v for k, v in sorted(changes.items(), key=lambda kv: -abs(kv[1]))[:top] if v}
+    return ", ".join(f"{k} {v:+d}" for k, v in changes.items()) or "none"
+
+
 async def sample(http: httpx.AsyncClient, store: Path) -> dict[str, Any] | None:
     try:
         stats = (await http.get("/v1/debug/stats")).json()
@@ -215,6 +230,8 @@ class Served:
     store: Path
     stats: CallerStats = field(default_factory=CallerStats)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    # ?objects=1 at the end of the warm-up and at the end: what the growth in between is made of.
+    details: list[dict[str, Any]] = field(default_factory=list)
 
 
 def speech_clips(models_dir: Path) -> list[bytes]:
@@ -243,7 +260,11 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     end = started + args.minutes * 60
     try:
         clients = [httpx.AsyncClient(base_url=s.server.http_url, timeout=30) for s in served]
+        warm = started + args.warmup_minutes * 60
         while time.monotonic() < end:
+            if not served[0].details and time.monotonic() >= warm:
+                for s, http in zip(served, clients, strict=True):
+                    s.details.append(await detail(http))
             for s, http in zip(served, clients, strict=True):
                 point = await sample(http, s.store)
                 if point is not None:
@@ -251,6 +272,8 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             line = "  ".join(f"{s.name}: {_brief(s)}" for s in served)
             print(f"{(time.monotonic() - started) / 60:5.1f} min  {line}", flush=True)
             await asyncio.sleep(max(0.0, min(args.sample_s, end - time.monotonic())))
+        for s, http in zip(served, clients, strict=True):
+            s.details.append(await detail(http))
         for http in clients:
             await http.aclose()
     finally:
@@ -315,6 +338,10 @@ def report(served: list[Served], *, warmup_s: float, minutes: float) -> int:
             print(f"  slope {name:<24} {value:+.3f}{mark}")
             if target is not None and not abs(value) < target:
                 ok = False
+        if len(s.details) == 2:
+            for label, key in (("tasks", "asyncio_tasks_by_coroutine"), ("fds", "open_fds_by_kind"),
+                               ("objects", "object_types")):
+                print(f"  {label} since the warm-up: {growth(s.details[0].get(key, {}), s.details[1].get(key, {}))}")
         print(f"  errors {errors}: {dict(s.stats.errors)}; server log {lines} lines, {len(problems)} problems")
         for problem in problems[:5]:
             print(f"    {problem[:300]}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 
 import pytest
 import pytest_asyncio
@@ -161,3 +163,40 @@ async def test_parallel_phrases_and_a_responsive_loop(piper):
     assert all(results)
     assert ticks >= 10  # the loop kept running while both phrases were synthesised in threads
     assert piper.gate.busy == 0
+
+
+ARENA_PROBE = """
+import asyncio, sys
+from voiceserver.tts.piper import PiperTTS
+
+def rss_mib():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+async def main(model, release):
+    tts = PiperTTS(model, release_arena=release, noise_scale=0, noise_w_scale=0)
+    async for _ in tts.synthesize("Hello."):
+        pass
+    before = rss_mib()
+    async for _ in tts.synthesize("The quick brown fox jumps over the lazy dog " * 8 + "at last."):
+        pass
+    print(rss_mib() - before)
+
+asyncio.run(main(sys.argv[1], sys.argv[2] == "release"))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads RSS from /proc")
+def test_a_long_sentence_does_not_leave_its_arena_memory_behind(models_dir):
+    """onnxruntime keeps the arena a long input grew; with release_arena (the default) it is handed back, so one
+    long sentence does not add hundreds of MiB to the server for good. Each case runs in its own process."""
+    model = str(models_dir / "piper" / "en_US-joe-medium.onnx")
+
+    def growth_mib(mode: str) -> float:
+        out = subprocess.run([sys.executable, "-c", ARENA_PROBE, model, mode], capture_output=True, text=True,
+                             timeout=120, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    kept, released = growth_mib("keep"), growth_mib("release")
+    assert released < 50, f"a long sentence left {released:.0f} MiB behind with release_arena on"
+    assert released < kept / 4, f"kept {kept:.0f} MiB vs released {released:.0f} MiB: the probe did not grow the arena"

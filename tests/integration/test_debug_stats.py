@@ -23,6 +23,10 @@ async def test_debug_stats_are_off_by_default_and_sample_the_process_when_on():
         types = detailed["object_types"]
         assert len(types) == 25 and all(isinstance(n, int) and n > 0 for n in types.values())
         assert "dict" in types  # the most common types of any Python process are among them
+        # The session's tasks are named by the coroutine they run, and the session's socket is among the fds.
+        tasks = detailed["asyncio_tasks_by_coroutine"]
+        assert sum(tasks.values()) >= 1 and all(isinstance(name, str) and name for name in tasks)
+        assert detailed["open_fds_by_kind"].get("socket", 0) >= 2  # the listener and the connection
 
 
 async def test_debug_stats_report_each_stores_bounded_caches(tmp_path):

@@ -4,7 +4,8 @@ The figures that cannot be read from outside the process (asyncio tasks, session
 the cheap ones a script would otherwise read from /proc (RSS, open file descriptors), so one request gives a
 consistent sample. It sits under ``/v1/`` so configured API keys protect it like the REST API.
 
-``?objects=1`` adds the 25 most numerous Python object types (a walk of every object: tens of milliseconds on a
+``?objects=1`` adds the 25 most numerous Python object types, the tasks by coroutine and the file descriptors by
+kind (a walk of every object: tens of milliseconds on a
 busy server, for finding what a soak's RSS growth is made of); with ``PYTHONTRACEMALLOC`` set, it also adds the
 25 source lines holding the most memory.
 """
@@ -64,10 +65,35 @@ def process_stats(server: VoiceServer) -> dict[str, Any]:
     }
 
 
+def _task_kinds(top: int) -> dict[str, int]:
+    """The live asyncio tasks counted by the coroutine they run (what a growing task count is made of)."""
+    kinds = Counter(getattr(task.get_coro(), "__qualname__", type(task.get_coro()).__name__)
+                    for task in asyncio.all_tasks())
+    return dict(kinds.most_common(top))
+
+
+def _fd_kinds() -> dict[str, int]:
+    """The open file descriptors counted by kind: socket, pipe, anon_inode:[eventfd], or the file's directory."""
+    kinds: Counter[str] = Counter()
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return {}
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # closed between the listing and the read
+            continue
+        kinds[target.split(":[")[0] if ":[" in target else os.path.dirname(target) or target] += 1
+    return dict(kinds.most_common())
+
+
 def object_stats(top: int = 25) -> dict[str, Any]:
-    """The most numerous object types and, when tracemalloc traces, the source lines holding the most memory."""
+    """The most numerous object types, the tasks and file descriptors by kind, and, when tracemalloc traces, the
+    source lines holding the most memory."""
     counts = Counter(type(o).__qualname__ for o in gc.get_objects())
-    out: dict[str, Any] = {"object_types": dict(counts.most_common(top))}
+    out: dict[str, Any] = {"object_types": dict(counts.most_common(top)), "asyncio_tasks_by_coroutine":
+                           _task_kinds(top), "open_fds_by_kind": _fd_kinds()}
     if tracemalloc.is_tracing():
         lines = tracemalloc.take_snapshot().statistics("lineno")[:top]
         out["top_allocations"] = [{"where": str(s.traceback[0]), "bytes": s.size, "blocks": s.count} for s in lines]

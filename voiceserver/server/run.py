@@ -22,6 +22,7 @@ from ..gateway.fast_audio import FastAudioProtocol
 from ..logs import bind_context, configure_logging, get_logger
 from ..metrics import GcPauses
 from ..settings import Settings
+from .malloc_arenas import limit_malloc_arenas
 
 log = get_logger("SERVER")
 
@@ -107,6 +108,7 @@ def run_server(settings: Settings) -> int:
     from .composition import StartupError, check_startup
 
     configure_logging(settings.log_level, settings.log_format, settings.log_file, secrets=settings.secrets())
+    limit_malloc_arenas(settings.malloc_arena_max)  # before the engines and LanceDB start their threads
     try:
         check_startup(settings)
     except StartupError as exc:

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     """Serve the target on 127.0.0.1 (a free port, written to ``--port-file``) until SIGTERM; JSON logs on stderr."""
     from ..logs import configure_logging
     from ..server.composition import create_app
+    from ..server.malloc_arenas import limit_malloc_arenas
     from ..server.run import serve_app_forever
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     configure_logging(args.log_level, "json")
+    limit_malloc_arenas(2)  # as `voiceserver serve` does by default, so the soak measures what is served
 
     settings = target_settings(limits=LimitsConfig(max_sessions=args.max_sessions))
     server = build_target(args.data, settings=settings, ms_per_char=args.ms_per_char)

@@ -27,6 +27,27 @@ log = get_logger("TTS")
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
 
+class _ArenaReleasingSession:
+    """An onnxruntime session whose every run hands its CPU arena memory back afterwards.
+
+    onnxruntime's CPU arena grows to the largest input it has seen and keeps that memory: a longer sentence than any
+    before added 84 MiB to the process at once (400 syntheses of 2 to 40 words, measured in-process), and the soak's
+    RSS climbed in such steps. With arena shrinkage after each run the same loop stays within 250 to 400 MiB, and the
+    first audio of a phrase took the same time (113 against 116 ms median, 60 phrases each, alternating).
+    """
+
+    def __init__(self, session: Any, onnxruntime: Any):
+        self._session = session
+        self._run_options = onnxruntime.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def run(self, output_names: Any, feeds: Any, run_options: Any = None) -> Any:
+        return self._session.run(output_names, feeds, run_options or self._run_options)
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the session's API, unchanged
+        return getattr(self._session, name)
+
+
 class PiperTTS(TextToSpeech):
     """A Piper voice from an ``.onnx`` model and its ``.onnx.json`` config.
 
@@ -34,7 +55,8 @@ class PiperTTS(TextToSpeech):
     an id); a single-speaker voice answers to its own name (for example ``"joe"``). ``speed`` 2.0 speaks twice as
     fast: it divides the voice's ``length_scale``. ``threads`` sets onnxruntime's intra-op threads per call (None:
     onnxruntime's default). ``noise_scale`` / ``noise_w_scale`` override the voice's sampling noise (None: the
-    voice config's); both 0 make synthesis deterministic, which tests and benchmarks use.
+    voice config's); both 0 make synthesis deterministic, which tests and benchmarks use. ``release_arena``
+    (default on) returns onnxruntime's arena memory after each phrase (see :class:`_ArenaReleasingSession`).
     """
 
     provider = "piper"
@@ -42,7 +64,8 @@ class PiperTTS(TextToSpeech):
     def __init__(self, model_path: Path | str, config_path: Path | str | None = None, *,
                  speaker: int | str | None = None, speed: float = 1.0, concurrency: int = 2,
                  threads: int | None = None, noise_scale: float | None = None, noise_w_scale: float | None = None,
-                 metrics: Metrics | None = None, timeout_s: float = 30.0, retries: int = 0):
+                 metrics: Metrics | None = None, timeout_s: float = 30.0, retries: int = 0,
+                 release_arena: bool = True):
         super().__init__(voice=None if speaker is None else str(speaker), speed=speed, timeout_s=timeout_s,
                          retries=retries, metrics=metrics)
         if concurrency < 1:
@@ -63,6 +86,7 @@ class PiperTTS(TextToSpeech):
         self.threads = threads
         self.noise_scale = noise_scale
         self.noise_w_scale = noise_w_scale
+        self.release_arena = release_arena
         self.gate = EngineGate("tts", concurrency, self.metrics)
         self._voice: Any = None
         self._load_lock = threading.Lock()
@@ -110,6 +134,8 @@ class PiperTTS(TextToSpeech):
                 config = json.loads(self.config_path.read_text(encoding="utf-8"))
                 session = onnxruntime.InferenceSession(str(self.model_path), sess_options=options,
                                                        providers=["CPUExecutionProvider"])
+                if self.release_arena:
+                    session = _ArenaReleasingSession(session, onnxruntime)
                 self._voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
                 self.metrics.engines_loaded.labels("tts").set(1)
                 log.info(f"loaded Piper voice {self.voice_name} ({self.capabilities.sample_rate} Hz)")
