@@ -298,6 +298,10 @@ def _brief(s: Served) -> str:
             f"versions {sum(last['versions'].values())} files {last['files']}")
 
 
+def _malloc_mib(point: dict[str, Any], key: str) -> float:
+    return round((point.get("malloc") or {}).get(key, 0) / 2**20, 1)
+
+
 def report(served: list[Served], *, warmup_s: float, minutes: float) -> int:
     ok = True
     for s in served:
@@ -325,6 +329,10 @@ def report(served: list[Served], *, warmup_s: float, minutes: float) -> int:
                                ("open fds", lambda p: p["open_fds"]), ("threads", lambda p: p["threads"]),
                                ("asyncio tasks", lambda p: p["asyncio_tasks"]), ("sessions", lambda p: p["sessions"]),
                                ("outbox max", lambda p: p["outbox_max"]),
+                               ("malloc in use", lambda p: _malloc_mib(p, "in_use_bytes")),
+                               ("malloc free", lambda p: _malloc_mib(p, "free_bytes")),
+                               ("malloc mmap", lambda p: _malloc_mib(p, "mmap_bytes")),
+                               ("python blocks", lambda p: p.get("python_blocks", 0)),
                                ("table versions", lambda p: p["versions"]),
                                ("versions kept", lambda p: p["kept_versions"]),
                                ("files on disk", lambda p: p["files"]),
@@ -340,8 +348,13 @@ def report(served: list[Served], *, warmup_s: float, minutes: float) -> int:
                 ok = False
         if len(s.details) == 2:
             for label, key in (("tasks", "asyncio_tasks_by_coroutine"), ("fds", "open_fds_by_kind"),
-                               ("objects", "object_types")):
+                               ("objects", "object_types"), ("KiB untracked, by holder", "untracked_kib_by_holder")):
                 print(f"  {label} since the warm-up: {growth(s.details[0].get(key, {}), s.details[1].get(key, {}))}")
+            if "top_allocations" in s.details[1]:  # the server traced allocations (PYTHONTRACEMALLOC set)
+                by_line = [{a["where"]: a["bytes"] // 1024 for a in d.get("top_allocations", [])} for d in s.details]
+                traced = [d.get("traced_bytes", 0) / 2**20 for d in s.details]
+                print(f"  traced Python memory {traced[0]:.1f} -> {traced[1]:.1f} MiB; KiB allocated by line since "
+                      f"the warm-up: {growth(by_line[0], by_line[1])}")
         print(f"  errors {errors}: {dict(s.stats.errors)}; server log {lines} lines, {len(problems)} problems")
         for problem in problems[:5]:
             print(f"    {problem[:300]}")

@@ -27,6 +27,8 @@ async def test_debug_stats_are_off_by_default_and_sample_the_process_when_on():
         tasks = detailed["asyncio_tasks_by_coroutine"]
         assert sum(tasks.values()) >= 1 and all(isinstance(name, str) and name for name in tasks)
         assert detailed["open_fds_by_kind"].get("socket", 0) >= 2  # the listener and the connection
+        assert detailed["gc_unreachable"] >= 0 and detailed["untracked_kib_by_holder"]
+        assert body["python_blocks"] > 0 and body["malloc"]["in_use_bytes"] > 0  # glibc on this machine
 
 
 async def test_debug_stats_report_each_stores_bounded_caches(tmp_path):

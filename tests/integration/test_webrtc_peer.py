@@ -56,7 +56,8 @@ async def test_spoken_question_and_reply_on_the_tracks(question):
         audio_started = await caller.wait_for("response.audio.started", 20)
         done = await caller.wait_for("response.done", 20)
         metrics = await caller.wait_for("metrics", 20)
-        await caller.settle()  # the last frames are still on their way (real-time paced)
+        # The last frames are still on their way (real-time paced), and the first may not have arrived yet.
+        await caller.settle(since=audio_started["_received_at"] - 0.1)
         heard = caller.audible_frames(audio_started["_received_at"] - 0.1)
     speech_ms = len(question) / 32 - 300  # without the lead silence
     cut_ms = float(transcript["text"])
@@ -181,7 +182,7 @@ async def test_a_mm_hmm_holds_the_track_and_the_reply_plays_to_the_end():
         paused = await caller.wait_for("response.paused", 10)
         resumed = await caller.wait_for("response.resumed", 10)
         done = await caller.wait_for("response.done", 20)
-        await caller.settle()
+        await caller.settle(since=audio_started["_received_at"] - 0.1)
         frames = caller.audible_frames(audio_started["_received_at"] - 0.1)
     assert not done["interrupted"] and done["text"] == reply
     held = [f for f in frames if paused["_received_at"] + 0.2 < f.received_at < resumed["_received_at"]]

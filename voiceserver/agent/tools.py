@@ -27,6 +27,7 @@ becomes a tool error the model sees (with the pydantic message naming the field)
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import json
 import re
@@ -118,6 +119,7 @@ class Tool:
         self.timeout_s = timeout_s
         self.cancel_on_interrupt = cancel_on_interrupt
         self.execute: Execute = _as_two_arg_coroutine(execute, id)
+        self._parameters_schema: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"Tool(id={self.id!r})"
@@ -128,9 +130,13 @@ class Tool:
             return {"type": "object", "properties": {}}
         if isinstance(self.input_schema, dict):
             return self.input_schema
-        schema = self.input_schema.model_json_schema()
-        schema.pop("title", None)
-        return schema
+        if self._parameters_schema is None:
+            # Built once: pydantic's schema generator is a cycle of bound methods (about a hundred objects for the
+            # collector per call), and the tools are offered to the model on every turn.
+            schema = self.input_schema.model_json_schema()
+            schema.pop("title", None)
+            self._parameters_schema = schema
+        return copy.deepcopy(self._parameters_schema)
 
     def parse_args(self, args: Any) -> Any:
         """Validate the model's arguments; raise ValueError with a message naming the bad field."""

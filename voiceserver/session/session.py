@@ -210,6 +210,9 @@ class Session:
         with log_context(session_id=self.id):
             await self._interrupt("session_end", notify=False)
             self._speculation.cancel()
+            # Speculation -> self._on_guess -> self is a reference cycle: broken here, the ended session (its
+            # turns, audio and buffers) is freed at once instead of at a full collection, which is rare here.
+            self._speculation.on_result = None
             for task in list(self._tasks):
                 task.cancel()
             for task in list(self._tasks):
@@ -421,7 +424,7 @@ class Session:
         try:
             await work
         finally:
-            turn.done = True
+            turn.finish()
             if self._turn is turn and turn.outcome != "interrupted":
                 self._begin_waiting()  # an utterance that ended during this reply (barge_in off)
 
@@ -430,7 +433,7 @@ class Session:
         turn = turn or self._turn
         if turn is None or turn.done or turn.task is None:
             return
-        turn.done = True
+        turn.finish()
         turn.outcome = "interrupted"
         if self._held is turn:
             self._held = None

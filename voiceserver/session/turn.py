@@ -55,6 +55,14 @@ class Turn:
     outcome: str = "ok"  # ok | interrupted | timeout | an error code
     done: bool = False
 
+    def finish(self) -> None:
+        """The turn is over (answered, failed or interrupted): nothing pauses its reply any more. Letting go of the
+        Reply breaks the Turn <-> Reply reference cycle, so the turn, its utterance audio and its reply are freed
+        when the session moves on, not at the next full garbage collection (rare on a served process, whose
+        collector is tuned for short pauses: a soak's RSS rose by the audio of every turn in between)."""
+        self.done = True
+        self.reply_handle = None
+
     def join(self, later: Turn) -> None:
         """Another utterance that ended before this one was answered: one turn of both."""
         self.audio += later.audio

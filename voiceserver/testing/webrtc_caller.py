@@ -219,13 +219,15 @@ class WebRtcCaller:
             if event.get("type") == "error" and kind != "error":
                 raise WebRtcCallerError(f"{event.get('code')}: {event.get('message')}")
 
-    async def settle(self, quiet_s: float = 0.5, timeout: float = 10.0) -> None:
+    async def settle(self, quiet_s: float = 0.5, timeout: float = 10.0, since: float | None = None) -> None:
         """Wait until no audible reply frame arrived for ``quiet_s`` (the tail of a reply is still on its way when
-        ``response.done`` arrives: audio is paced in real time)."""
+        ``response.done`` arrives: audio is paced in real time). With ``since`` (perf_counter time), first wait
+        for an audible frame received after it: ``response.done`` can come before the reply's first frame has
+        crossed the jitter buffer, and "quiet" then only means "not started yet"."""
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             last = next((f.received_at for f in reversed(self.frames) if f.audible), 0.0)
-            if time.perf_counter() - last >= quiet_s:
+            if (since is None or last >= since) and time.perf_counter() - last >= quiet_s:
                 return
             await asyncio.sleep(0.05)
 
