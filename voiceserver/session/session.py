@@ -210,9 +210,7 @@ class Session:
         with log_context(session_id=self.id):
             await self._interrupt("session_end", notify=False)
             self._speculation.cancel()
-            # Speculation -> self._on_guess -> self is a reference cycle: broken here, the ended session (its
-            # turns, audio and buffers) is freed at once instead of at a full collection, which is rare here.
-            self._speculation.on_result = None
+            self._speculation.on_result = None  # a cycle back to self: the ended call is freed now (Turn.finish)
             for task in list(self._tasks):
                 task.cancel()
             for task in list(self._tasks):
