@@ -27,7 +27,6 @@ becomes a tool error the model sees (with the pydantic message naming the field)
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
 import json
 import re
@@ -132,11 +131,12 @@ class Tool:
             return self.input_schema
         if self._parameters_schema is None:
             # Built once: pydantic's schema generator is a cycle of bound methods (about a hundred objects for the
-            # collector per call), and the tools are offered to the model on every turn.
+            # collector per call), and the tools are offered to the model on every turn. Shared, like a dict
+            # input_schema above: readers copy before they change it (llm/grammar.py).
             schema = self.input_schema.model_json_schema()
             schema.pop("title", None)
             self._parameters_schema = schema
-        return copy.deepcopy(self._parameters_schema)
+        return self._parameters_schema
 
     def parse_args(self, args: Any) -> Any:
         """Validate the model's arguments; raise ValueError with a message naming the bad field."""

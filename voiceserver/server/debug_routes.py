@@ -13,7 +13,6 @@ busy server, for finding what a soak's RSS growth is made of); with ``PYTHONTRAC
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import os
 import resource
@@ -26,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from .malloc_arenas import heap_stats
 
 if TYPE_CHECKING:
     from .composition import VoiceServer
@@ -46,24 +47,6 @@ def _open_fds() -> int | None:
         return None
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def _malloc_stats() -> dict[str, int] | None:
-    """glibc's heap, summed over its arenas (mallinfo2): what native code holds (in use), what is freed but kept
-    (free), and the large blocks mapped on their own (mmap). None on other C libraries."""
-    try:
-        mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
-        return None
-    mallinfo2.restype = _MallInfo2
-    info = mallinfo2()
-    return {"heap_bytes": info.arena, "in_use_bytes": info.uordblks, "free_bytes": info.fordblks,
-            "mmap_bytes": info.hblkhd}
-
-
 def process_stats(server: VoiceServer) -> dict[str, Any]:
     """One sample of the process and its sessions (cheap: no object walk)."""
     sessions = list(server.hub.sessions.values()) if server.hub is not None else []
@@ -78,7 +61,7 @@ def process_stats(server: VoiceServer) -> dict[str, Any]:
         "outbox_events": sum(outboxes),
         "outbox_max": max(outboxes, default=0),
         "gc_counts": list(gc.get_count()),
-        "malloc": _malloc_stats(),
+        "malloc": heap_stats(),
         "python_blocks": sys.getallocatedblocks(),
         # The bounded caches a store fills as callers talk (part of RSS until each reaches its bound).
         "stores": {uri: {"lancedb_cache_bytes": getattr(store, "cache_size_bytes", None),

@@ -110,7 +110,7 @@ class TurnRunner:
                 log.exception("turn failed")
                 await ctx.error("internal_error", f"{type(exc).__name__}: {exc}", turn.id)
             finally:
-                turn.done = True
+                turn.finish()
 
     async def _body(self, turn: Turn, speculative: asyncio.Task | None) -> None:
         if turn.decision is not None:

@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     configure_logging(args.log_level, "json")
-    limit_malloc_arenas(2)  # as `voiceserver serve` does by default, so the soak measures what is served
 
     settings = target_settings(limits=LimitsConfig(max_sessions=args.max_sessions))
+    limit_malloc_arenas(settings.malloc_arena_max)  # as `voiceserver serve` does, so the soak measures what is served
     server = build_target(args.data, settings=settings, ms_per_char=args.ms_per_char)
     # The socket is bound here (not forked into a worker: LanceDB's runtime must not cross a fork), so the port
     # is known before uvicorn starts.
