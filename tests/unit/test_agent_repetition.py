@@ -202,3 +202,25 @@ async def test_an_echo_of_the_callers_own_words_is_caught():
     agent = Agent(name="A", model=model)
     result = await agent.generate("My favorite color is blue.")
     assert result.text == "Blue is a lovely colour; I will remember it." and model.calls == 2
+
+
+async def test_a_retry_that_reads_the_nudge_back_is_never_spoken():
+    # Seen in bench_conversation: asked for a story after a repeat, the 0.5B model answered the nudge itself.
+    memory = FakeMemory()
+    model = ScriptedChatModel([WEATHER, WEATHER, NUDGE, "A robot named Bolt learned to paint the sky."])
+    agent = Agent(name="A", model=model, memory=memory)
+    await agent.generate("What's the weather in London?", memory=MEM)
+    stream = agent.stream("Tell me a short story about a robot.", memory=MEM)
+    chunks = [c async for c in stream]
+    result = await stream.result()
+    streamed = "".join(c.payload["text"] for c in chunks if c.type == "text-delta")
+    assert streamed == result.text == "A robot named Bolt learned to paint the sky."
+    assert "repeat" not in streamed.lower() and model.calls == 4
+
+
+async def test_when_every_retry_reads_the_nudge_back_the_fallback_is_said():
+    model = ScriptedChatModel([WEATHER, WEATHER, NUDGE, NUDGE + " Sure."])
+    agent = Agent(name="A", model=model, memory=FakeMemory())
+    await agent.generate("Weather?", memory=MEM)
+    result = await agent.generate("Is it far?", memory=MEM)
+    assert result.text == "I'm not sure about that." and model.calls == 4

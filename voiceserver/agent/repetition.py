@@ -6,8 +6,9 @@ streamed so far (normalised: lowercase, punctuation stripped) with the start of 
 prompt. Text is held back only while it still matches the start of one of them; a normal reply diverges within a
 word or two, so holding costs nothing. When the match reaches ``prefix_words`` words, or a whole earlier reply of at
 least ``min_words`` words, the attempt is a repeat: the run discards it and generates once more with a nudge (see
-:data:`NUDGE`) and freer sampling, up to twice, each retry guarded too; when every attempt repeats, a short fallback
-that repeats nothing is said instead and the turn logs ``reply_repeated`` (agent/run_model.py).
+:data:`NUDGE`) and freer sampling, up to twice. Each retry is guarded too, against the nudge itself as well, which
+a small model may read back as its answer. When every attempt repeats, a short fallback that repeats nothing is
+said instead and the turn logs ``reply_repeated`` (agent/run_model.py).
 
 An echo of the caller's own message counts too ("My favourite colour is blue." answered with "My favorite color is
 blue."): small models do it to statements, and then give the echo again as the answer to a later question.

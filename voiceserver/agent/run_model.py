@@ -82,8 +82,10 @@ class ModelStep:
                 break
             log.info("the reply repeated an earlier reply; generating it again",
                      fields={"code": "reply_repeat_caught"})
+            # The retry is guarded against the nudge too: a small model may read the nudge back as its answer,
+            # and the caller must never hear our own instruction.
             attempt, retried = await self._attempt(nudged(request, temperature),
-                                                   RepetitionGuard(earlier_replies)), True
+                                                   RepetitionGuard([*earlier_replies, NUDGE])), True
             usage.add(attempt.finish.usage)
         if attempt.repeated:
             log.warning("every attempt repeated an earlier reply; saying a short fallback instead",
