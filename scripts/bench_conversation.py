@@ -377,7 +377,8 @@ async def seed_memory(uri: str, turns: int, models: Path) -> int:
 
 # --- the server ---------------------------------------------------------------------------------------------------
 
-async def start_server(env_extra: dict[str, str], memory_uri: str, log_path: Path, port: int) -> tuple[Any, int]:
+async def start_server(env_extra: dict[str, str], memory_uri: str, log_path: Path, port: int,
+                       log_level: str = "info") -> tuple[Any, int]:
     """`voiceserver serve` with the default settings plus ``env_extra``; returns (process, port) once /readyz is 200."""
     import httpx
 
@@ -388,7 +389,7 @@ async def start_server(env_extra: dict[str, str], memory_uri: str, log_path: Pat
     env = {**os.environ, "LANCEDB_URI": memory_uri, **env_extra}
     with open(log_path, "wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(  # returns at once; waited on with poll() below
-            [sys.executable, "-m", "voiceserver", "serve", "--port", str(port), "--log-level", "info"],
+            [sys.executable, "-m", "voiceserver", "serve", "--port", str(port), "--log-level", log_level],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.perf_counter() + READY_TIMEOUT_S
     try:
@@ -440,7 +441,7 @@ async def run_conversation(name: str, env: dict[str, str], run: int, args: argpa
         seeded_s = time.perf_counter() - started
         print(f"[{name} run {run + 1}] seeded {args.seed_turns} earlier turns in {threads} threads "
               f"({seeded_s:.1f} s)", file=out, flush=True)
-    proc, port = await start_server(env, str(memory_dir), log_path, args.port)
+    proc, port = await start_server(env, str(memory_dir), log_path, args.port, args.server_log_level)
     records: list[dict[str, Any]] = []
     earlier: list[tuple[str, str]] = []
     late_ms = 0.0
@@ -548,6 +549,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--transport", choices=sorted(TRANSPORTS), default="native")
     parser.add_argument("--env", type=_env_pair, action="append", default=[], metavar="NAME=VALUE",
                         help="an extra setting for the measured configuration only (repeatable)")
+    parser.add_argument("--server-log-level", choices=("debug", "info"), default="info",
+                        help="the server log's level (debug: transcripts, replies and what the repetition guard "
+                             "caught)")
     parser.add_argument("--json", action="store_true",
                         help="print every figure as JSON on stdout (the readable report goes to stderr)")
     return parser.parse_args(argv)

@@ -21,7 +21,7 @@ knowledge of the caller is the working memory.
 Configurations (``--configs``): ``current`` (the settings' defaults before this evaluation: temperature 0.3,
 top_p 0.9, repeat_penalty 1.1), ``penalties`` (repeat 1.3 over 256 tokens, frequency 0.3, presence 0.3),
 ``ngram`` / ``ngram4`` (current + no_repeat_ngram 6 / 4), ``defaults`` (``voiceserver.llm.sampling.Sampling()``
-as shipped).
+as shipped), ``greedy`` / ``cool`` (temperature 0 / 0.1, repeat_penalty 1.1).
 Other work on the machine moves the absolute times; compare within one run.
 """
 
@@ -50,6 +50,8 @@ CONFIGS = {
     "ngram": Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.1, no_repeat_ngram=6),
     "ngram4": Sampling(temperature=0.3, top_p=0.9, repeat_penalty=1.1, no_repeat_ngram=4),
     "defaults": Sampling(),
+    "greedy": Sampling(temperature=0.0, repeat_penalty=1.1),
+    "cool": Sampling(temperature=0.1, top_p=0.9, repeat_penalty=1.1),
 }
 
 
@@ -74,8 +76,11 @@ CONVERSATION = [
     Turn("Tell me a short story about a dragon.", "story", ("dragon",), min_words=40, max_tokens=160),
 ]
 SECOND_CALL = [Turn("What is my name?", "call 2: name", ("ada",)),
-               Turn("What is my favourite colour?", "call 2: colour", ("green",))]
-CHECKS = ["knowledge", "yes/no", "name", "colour", "story", "call 2: name", "call 2: colour"]
+               Turn("What is my favourite colour?", "call 2: colour", ("green",)),
+               Turn("Can a penguin fly?", "call 2: penguin", ("no",)),
+               Turn("How many legs does a spider have?", "call 2: spider", ("eight",))]
+CHECKS = ["knowledge", "yes/no", "name", "colour", "story", "call 2: name", "call 2: colour", "call 2: penguin",
+          "call 2: spider"]
 
 
 def memory_block(facts: dict[str, str]) -> str:

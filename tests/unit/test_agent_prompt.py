@@ -264,3 +264,24 @@ def test_recall_stays_where_it_was_shown_so_the_next_turn_reuses_the_prompt_pref
     plain = layout_prompt(system=SYSTEM, working_memory=None, history=grown, recalled=[fact],
                           tail=[ChatMessage("user", "q")], budget=0, count=words, window=first.window)
     assert plain.window.notes == () and "blue" in plain.recall[0].content
+
+
+def test_a_recalled_reply_keeps_its_question_when_an_earlier_note_showed_the_question():
+    """Turn 1 of a call recalls an old question; turn 2 recalls that question's answer. The answer's pair still
+    names the question (from the hits), so the repetition guard knows an answer to the same question again."""
+    question, answer = msg(90, "user", "What is my name?", "t0"), msg(91, "assistant", "Your name is Ada.", "t0")
+    hello = msg(89, "assistant", "Hello again!", "t0")
+    history = exchange(1)
+    first = layout_prompt(system=SYSTEM, working_memory=None, history=history, recalled=[hello, question],
+                          tail=[ChatMessage("user", "Hi, it is me.")], budget=1000, count=words, window=None)
+    assert first.recalled_replies == [(None, "Hello again!")]
+    grown = [*history, msg(2, "user", "Hi, it is me."), msg(3, "assistant", "Hello!")]
+    second = layout_prompt(system=SYSTEM, working_memory=None, history=grown, recalled=[question, answer],
+                           tail=[ChatMessage("user", "What is my name?")], budget=1000, count=words,
+                           window=first.window)
+    assert ("What is my name?", "Your name is Ada.") in second.recalled_replies
+    # A reply whose neighbour in the hits is from another thread has no known question.
+    stray = layout_prompt(system=SYSTEM, working_memory=None, history=grown,
+                          recalled=[msg(80, "user", "Other thread?", "t9"), answer],
+                          tail=[ChatMessage("user", "q")], budget=1000, count=words, window=None)
+    assert (None, "Your name is Ada.") in stray.recalled_replies

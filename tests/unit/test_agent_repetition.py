@@ -179,6 +179,8 @@ async def test_a_reply_recalled_from_an_earlier_call_is_guarded_too():
 def test_only_replies_to_other_questions_count():
     pairs = [("What's my name?", "Your name is Ada."), ("Weather?", WEATHER), (None, "Hello there, friend.")]
     assert same_question("What's my name?", "what is my name") and not same_question("What is my name?", None)
+    assert same_question("Tell me the short story about a robot.", "Tell me a short story about a robot.")
+    assert not same_question("Tell me a short story about a robot.", "Tell me a short story about a dragon.")
     assert replies_to_other_questions(pairs, "What is my name?") == [WEATHER, "Hello there, friend."]
     assert replies_to_other_questions(pairs, "And the weather?") == [p[1] for p in pairs]
 

@@ -17,12 +17,17 @@ Only replies to other questions count. Asked the same thing again (the name, in 
 right, and regenerating it would cost the caller a second prompt read: :func:`replies_to_other_questions` leaves
 out the replies that answered the question being asked now.
 
+After the start, :class:`~voiceserver.agent.copy_watch.CopiedRunWatch` takes over: a reply that starts anew and
+then copies a long run of an earlier reply ends before the copy (``cut``).
+
 Pure and incremental: ``feed(text)`` returns the text that is safe to emit now, ``finish()`` the rest at the end.
 """
 
 from __future__ import annotations
 
 import re
+
+from .copy_watch import CopiedRunWatch
 
 REPEAT_PREFIX_WORDS = 6  # this many matching words at the start of a reply make it a repeat
 REPEAT_MIN_WORDS = 3  # a whole earlier reply repeated counts only when it has at least this many words
@@ -37,14 +42,19 @@ def normalise_words(text: str) -> list[str]:
 
 
 def same_question(a: str | None, b: str | None) -> bool:
-    """Whether two questions are the same once normalised ("What's my name?" and "what is my name" are)."""
+    """Whether two questions are the same once normalised ("What's my name?" and "what is my name" are, and so
+    are two that differ only in their articles, which speech-to-text often mishears)."""
     if not a or not b:
         return False
     return _question_words(a) == _question_words(b)
 
 
+_ARTICLES = frozenset({"a", "an", "the"})  # speech-to-text swaps them ("Tell me the short story about a robot.")
+
+
 def _question_words(text: str) -> list[str]:
-    return normalise_words(text.replace("'s ", " is ").replace("’s ", " is "))
+    words = normalise_words(text.replace("'s ", " is ").replace("’s ", " is "))
+    return [w for w in words if w not in _ARTICLES]
 
 
 def replies_to_other_questions(pairs: list[tuple[str | None, str]], question: str | None) -> list[str]:
@@ -75,6 +85,17 @@ class RepetitionGuard:
         self._watching = bool(self._earlier)
         self.repeated = False
         self.matched: list[str] | None = None  # the earlier reply's words, when repeated
+        self.caught: list[str] = []  # and the words of this reply that repeated them
+        self._copy = CopiedRunWatch(self._earlier)  # after the start: a long run copied from an earlier reply
+
+    @property
+    def cut(self) -> bool:
+        """The reply went on to copy a long run of an earlier one: it ends before the copy (agent.copy_watch)."""
+        return self._copy.cut
+
+    @property
+    def copied(self) -> list[str]:
+        return self._copy.copied
 
     @property
     def holding(self) -> bool:
@@ -85,7 +106,7 @@ class RepetitionGuard:
         if self.repeated:
             return ""
         if not self._watching:
-            return text
+            return self._copy.feed(text)
         self._held += text
         return self._check(final=False)
 
@@ -93,13 +114,15 @@ class RepetitionGuard:
         """Stop guarding this reply (it is not a parroted answer, e.g. it calls tools); return what was held."""
         self._watching = False
         out, self._held = ("" if self.repeated else self._held), ""
-        return out
+        return out + self._copy.release()
 
     def finish(self) -> str:
         """The stream ended: decide on what is still held; return it unless it is a repeat."""
-        if self.repeated or not self._watching:
+        if self.repeated:
             return ""
-        return self._check(final=True)
+        if not self._watching:
+            return self._copy.finish()
+        return self._check(final=True) + self._copy.finish()
 
     def _check(self, *, final: bool) -> str:
         tokens = self._held.split()
@@ -114,12 +137,13 @@ class RepetitionGuard:
             if len(done) >= self.prefix_words or (len(done) >= len(words) >= self.min_words):
                 self.repeated = True
                 self.matched = words
+                self.caught = done
                 self._held = ""
                 return ""
             if len(done) < len(words) and (not tail or words[len(done)].startswith(tail)):
                 alive = True  # the next word may still match
         if alive and not final:
             return ""
-        self._watching = False  # diverged from every earlier reply: stop holding for the rest of this reply
+        self._watching = False  # diverged from the start of every earlier reply: the copy watch takes over
         out, self._held = self._held, ""
-        return out
+        return self._copy.feed(out)

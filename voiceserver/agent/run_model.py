@@ -60,6 +60,8 @@ class _Attempt:
     calls: list[ToolCall] = field(default_factory=list)
     finish: Finish = field(default_factory=Finish)
     repeated: bool = False
+    caught: str = ""  # a repeated attempt: its words so far, and the earlier text they repeat (for the debug log)
+    matched: str = ""
 
 
 class ModelStep:
@@ -82,6 +84,8 @@ class ModelStep:
                 break
             log.info("the reply repeated an earlier reply; generating it again",
                      fields={"code": "reply_repeat_caught"})
+            # Which words of which earlier text: conversation content, so at debug level only.
+            log.debug("the repeated text", fields={"attempt": attempt.caught, "earlier": attempt.matched})
             # The retry is guarded against the nudge too: a small model may read the nudge back as its answer,
             # and the caller must never hear our own instruction.
             attempt, retried = await self._attempt(nudged(request, temperature),
@@ -90,6 +94,7 @@ class ModelStep:
         if attempt.repeated:
             log.warning("every attempt repeated an earlier reply; saying a short fallback instead",
                         fields={"code": "reply_repeated"})
+            log.debug("the repeated text", fields={"attempt": attempt.caught, "earlier": attempt.matched})
             attempt = _Attempt(finish=Finish(reason="stop"))
             await self._text(attempt, fallback_reply(request.messages, earlier_replies))
         if self._text_id is not None:
@@ -104,16 +109,26 @@ class ModelStep:
         schema = request.response_schema
         last_object: Any = None
         stream = self.model.stream(request)
+        prompt_usage, deltas = Usage(), 0  # for a reply cut short, which never sees the model's Finish
         try:
             async for chunk in stream:
                 if isinstance(chunk, TextDelta):
                     if not chunk.text:
                         continue
+                    deltas += 1
                     text = guard.feed(chunk.text) if guard is not None else chunk.text
                     if guard is not None and guard.repeated:
                         out.repeated = True
                         break  # stop the model now: this attempt is discarded
                     await self._text(out, text)
+                    if guard is not None and guard.cut:
+                        # It went on to copy an earlier reply: the reply ends before the copy.
+                        log.info("the reply began to copy an earlier reply; it ends there",
+                                 fields={"code": "reply_copy_cut"})
+                        log.debug("the copied words", fields={"copied": " ".join(guard.copied)})
+                        out.finish = Finish(reason="stop", usage=dataclasses.replace(
+                            prompt_usage, completion_tokens=deltas))
+                        break
                     if schema is not None and sum(map(len, out.parts)) <= MAX_PARTIAL_OBJECT_CHARS:
                         partial = parse_partial_json("".join(out.parts))
                         if partial is not None and partial != last_object:
@@ -131,6 +146,7 @@ class ModelStep:
                     await self.emit("tool-call", {"tool_call_id": call.id, "tool_name": call.name,
                                                   "args": call.arguments})
                 elif isinstance(chunk, PromptRead):
+                    prompt_usage = chunk.usage
                     await self.emit("prompt-read", {"usage": {"prompt_tokens": chunk.usage.prompt_tokens,
                                                               "cached_tokens": chunk.usage.cached_tokens}})
                 elif isinstance(chunk, Finish):
@@ -144,6 +160,8 @@ class ModelStep:
             out.repeated = guard.repeated
         if out.repeated:
             out.parts = []
+            if guard is not None:
+                out.caught, out.matched = " ".join(guard.caught), " ".join(guard.matched or [])
         return out
 
     async def _text(self, out: _Attempt, text: str) -> None:

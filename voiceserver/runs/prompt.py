@@ -225,7 +225,7 @@ def layout_prompt(*, system: list[ChatMessage], working_memory: str | None, hist
     candidates = [m for m in pool if message_field(m, "id") not in shown_ids]
     recall = _fit_recall(candidates, budget - fixed - used if budget > 0 else None, count)
     recall_tokens = sum(message_tokens(m, count) for m in recall[0])
-    replies = _recalled_replies(recall[2])
+    replies = _recalled_replies(recall[2], pool)
     if recall[0]:
         anchor = message_field(kept[-1], "id") if kept else None
         ids = tuple(str(message_field(m, "id")) for m in recall[2])
@@ -240,15 +240,28 @@ def layout_prompt(*, system: list[ChatMessage], working_memory: str | None, hist
                       recalled_replies=[r for note in notes for r in note.replies] if budget > 0 else list(replies))
 
 
-def _recalled_replies(shown: list[Any]) -> tuple[tuple[str | None, str], ...]:
-    """The assistant messages among recalled ones, each with the user message recalled just before it."""
+def _recalled_replies(shown: list[Any], pool: list[Any]) -> tuple[tuple[str | None, str], ...]:
+    """The assistant messages among recalled ones, each with the user message recalled just before it.
+
+    The question may have been shown by an earlier turn's note and so is left out of this one: it is then looked
+    up in ``pool`` (every hit of this question, with its neighbours, chronological), so that an answer to this
+    same question is known as one (agent.repetition) and not taken for parroting."""
+    at = {message_field(m, "id"): i for i, m in enumerate(pool)}
+
+    def question_before(m: Any, before: Any) -> str | None:
+        if before is None or message_field(before, "role") != "user" \
+                or message_field(before, "thread_id") != message_field(m, "thread_id"):
+            return None
+        return str(message_field(before, "content", "") or "")
+
     pairs = []
     for i, m in enumerate(shown):
         if message_field(m, "role") != "assistant":
             continue
-        before = shown[i - 1] if i else None
-        asked = str(message_field(before, "content", "") or "") if before is not None \
-            and message_field(before, "role") == "user" else None
+        asked = question_before(m, shown[i - 1] if i else None)
+        if asked is None:
+            k = at.get(message_field(m, "id"))
+            asked = question_before(m, pool[k - 1] if k else None)
         pairs.append((asked, " ".join(str(message_field(m, "content", "") or "").split())))
     return tuple(pairs)
 
