@@ -100,3 +100,15 @@ async def test_prepare_rejects_hostile_ids_before_touching_storage(tmp_path, mod
             await memory.prepare(resource_id=resource, thread_id=thread, query="q")  # type: ignore[arg-type]
     assert (await memory.list_threads("r")).total == 0
     await memory.close()
+
+
+async def test_the_same_question_from_two_earlier_calls_is_recalled_once(tmp_path, models_dir):
+    memory = make(tmp_path, models_dir, semantic_recall={"top_k": 2, "message_range": 0, "scope": "resource"})
+    for call, answer in (("call-1", "Paris."), ("call-2", "It is Paris.")):
+        await memory.save_messages([Message("user", "What is the capital of France?", call, "caller-1"),
+                                    Message("assistant", answer, call, "caller-1")])
+    context = await memory.prepare(resource_id="caller-1", thread_id="call-3", query="What is the capital of France?")
+    contents = [m.content for m in context.recalled]
+    assert contents.count("What is the capital of France?") == 1
+    assert len(contents) == 2  # the second of top_k is the next-best hit, not the copy
+    await memory.close()

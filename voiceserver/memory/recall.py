@@ -83,12 +83,29 @@ async def candidates(store: LanceDBStore, embedder: Any, vectors_name: str | Non
 def select(hits: list[dict[str, Any]], options: SemanticRecallOptions, *, current_thread: str,
            current_messages: list[Message], other_threads: dict[str, list[Message]],
            exclude: set[str]) -> list[Message]:
-    """The first ``top_k`` hits not in ``exclude``, each with its neighbours, chronological, minus ``exclude``."""
-    chosen = [h for h in hits if h["id"] not in exclude][:options.top_k]
+    """The first ``top_k`` hits not in ``exclude``, each with its neighbours, chronological, minus ``exclude``.
+
+    A hit whose text another chosen hit already has (the same question asked in two earlier calls) is passed
+    over: it would show the caller the same words twice, and a returning caller's prompt would grow by a copy of
+    every question they ask again."""
     picked: dict[str, Message] = {}
-    for hit in chosen:
+    texts: set[tuple[str, str]] = set()
+    chosen = 0
+    for hit in hits:
+        if chosen >= options.top_k:
+            break
+        if hit["id"] in exclude:
+            continue
         thread = current_messages if hit["thread_id"] == current_thread else other_threads.get(hit["thread_id"], [])
-        for message in _window(thread, hit["id"], options.before, options.after):
+        window = _window(thread, hit["id"], options.before, options.after)
+        found = next((m for m in window if m.id == hit["id"]), None)
+        if found is not None:
+            text = (found.role, " ".join(str(found.content or "").lower().split()))
+            if text in texts:
+                continue
+            texts.add(text)
+        chosen += 1
+        for message in window:
             if message.id not in exclude:
                 picked[message.id] = message
     return records.chronological(list(picked.values()))

@@ -46,7 +46,8 @@ MESSAGE_OVERHEAD_TOKENS = 4  # the chat template's role markers around each mess
 MAX_RECALLED_CHARS = 4000  # recall text at most, whatever the budget
 MAX_RECALLED_MESSAGE_CHARS = 500
 MAX_WINDOWS = 10_000  # threads whose window start is remembered (least recently used are forgotten)
-RECALL_HEADER = "Earlier messages from this user that may help (use them only if they are relevant):"
+# Short: a returning caller's turn reads a new note most turns, header included (10 tokens, was 18).
+RECALL_HEADER = "Earlier messages (use them only if relevant):"
 
 TokenCounter = Callable[[str], int]
 
