@@ -91,6 +91,9 @@ class AgentConfig(_Section):
         description="tokens of a turn's prompt: history and recall are cut to fit (recall first, then the oldest "
                     "history); the default fits the local model's 2048-token context with room for the reply; "
                     "0 = no budget")
+    warm_next_prompt: bool = Field(
+        True, description="after each turn with memory, the local model reads the next prompt's start (and makes a "
+                          "due history cut) while the caller listens, so the next turn reads only what is new")
     voice: VoiceConfig = Field(default_factory=VoiceConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 

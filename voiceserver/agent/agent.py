@@ -104,6 +104,7 @@ class Agent:
         max_parallel_tools: int = 4,
         prompt_budget_tokens: int = DEFAULT_PROMPT_BUDGET_TOKENS,
         voice_mode: VoiceMode = "agent",
+        warm_next_prompt: bool = True,
     ):
         if not name or not isinstance(name, str):
             raise ValueError("an agent needs a name")
@@ -126,6 +127,9 @@ class Agent:
             raise ValueError(f"prompt_budget_tokens must be an integer from 0 (no budget) to "
                              f"{MAX_PROMPT_BUDGET_TOKENS}")
         self.prompt_budget_tokens = prompt_budget_tokens
+        # After each turn with memory, a local model reads the next prompt's start while the caller listens
+        # (agent.warm): the turn after a history cut does not read the whole history again.
+        self.warm_next_prompt = bool(warm_next_prompt)
         if voice_mode not in VOICE_MODES:
             raise ValueError(f"voice_mode must be one of {', '.join(VOICE_MODES)}, got {voice_mode!r}")
         # In voice sessions: answer each request as an agent run, or route it as an agent network (needs memory).

@@ -124,6 +124,7 @@ def _build_one(config: Any, subs: dict[str, Agent], model_registry: Any, memory_
                      model=config.model, tools=tools, agents=subs, workflows=workflows, memory=memory, voice=voice,
                      model_registry=model_registry, storage=storage,
                      prompt_budget_tokens=getattr(config, "prompt_budget_tokens", DEFAULT_PROMPT_BUDGET_TOKENS),
+                     warm_next_prompt=getattr(config, "warm_next_prompt", True),
                      voice_mode="network" if getattr(config, "network", False) else "agent")
     except (ValueError, TypeError) as exc:
         raise AgentConfigError(f"{where}: {exc}") from None

@@ -42,6 +42,7 @@ from .run_state import CurrentStep, RunState
 from .run_tools import RunTools
 from .tools import Tool, ToolOutcome
 from .turn_memory import TurnMemory
+from .warm import NextPrompt, warm_next_prompt
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -107,6 +108,7 @@ class AgentRun:
         self.final_reason: str | None = None
         # assistant replies recalled from other calls, with the question each answered (for the guard)
         self.recalled_replies: list[tuple[str | None, str]] = []
+        self._next_prompt: NextPrompt | None = None  # what the finished turn knows of the next prompt
         self.memory = agent.memory if opts.memory else None
         self.turn = TurnMemory(agent.memory, opts.memory, state)
         self.calls = RunTools(self, agent.max_parallel_tools)
@@ -211,6 +213,9 @@ class AgentRun:
         plan = layout() if count is estimate_tokens else await asyncio.to_thread(layout)
         if window_key is not None:
             windows.set(window_key, plan.window)
+            self._next_prompt = NextPrompt(self.model, self.memory, *self.opts.memory, window_key, plan.window,
+                                           system, specs, self._tool_specs(True)[1], self.agent.prompt_budget_tokens,
+                                           count) if self.memory is not None and self.opts.memory else None
         self.recalled_replies = plan.recalled_replies
         messages = await run_input_processors(self.agent.input_processors, plan.messages, ctx)
         self.state.messages = sanitize_tool_pairs(messages)
@@ -330,6 +335,7 @@ class AgentRun:
                                    "object": self.opts.structured.object_json(self.object)
                                    if self.opts.structured and self.object is not None else None})
         self._schedule_after_turn()
+        self._schedule_warm_next_prompt()
         await self._callback(self.opts.on_finish, result)
         return result
 
@@ -413,6 +419,14 @@ class AgentRun:
             await memory.after_turn(resource_id=resource, thread_id=thread, messages=messages, model=model)
 
         self.services.background.after_turn((resource, thread), saved, after_turn)
+
+    def _schedule_warm_next_prompt(self) -> None:
+        """Have the model read the next prompt's start while the caller listens (:mod:`.warm`)."""
+        next_prompt, self._next_prompt = self._next_prompt, None
+        if next_prompt is None or not self.agent.warm_next_prompt or not next_prompt.model.warms_prompts \
+                or next_prompt.budget <= 0:
+            return
+        self.services.background.track(warm_next_prompt(next_prompt, self.services.windows))
 
     async def persist(self) -> None:
         resource, thread = self.opts.memory if self.opts.memory else (None, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -243,6 +243,14 @@ class ChatModel:
             elif isinstance(chunk, Finish):
                 finish = chunk
         return ChatResult("".join(text), calls, finish.reason, finish.usage)
+
+    warms_prompts = False  # whether prefill() does anything (a local model with a prompt cache)
+
+    async def prefill(self, request: ChatRequest, still_wanted: Callable[[], bool] | None = None) -> int:
+        """Read the start of a later prompt ahead of time, so that the call which begins with ``request.messages``
+        finds them in the prompt cache. ``still_wanted`` is asked (from a worker thread) just before the read: when
+        it says no, nothing is read. Returns the tokens read. The base has no prompt cache: nothing to do, 0."""
+        return 0
 
     async def load(self) -> None:
         """Load weights or open clients ahead of the first call (optional)."""

@@ -9,7 +9,7 @@ the caller has already seen part of that answer, and a second model would start 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from ..engines import ProviderError, map_exception
 from ..logs import get_logger
@@ -89,6 +89,14 @@ class FallbackChatModel(ChatModel):
 
     async def count_tokens_async(self, text: str) -> int:
         return await self.models[0].count_tokens_async(text)
+
+    @property
+    def warms_prompts(self) -> bool:  # type: ignore[override]
+        return self.models[0].warms_prompts
+
+    async def prefill(self, request: ChatRequest, still_wanted: Callable[[], bool] | None = None) -> int:
+        """The primary model's prefill (the one the next turn will try first)."""
+        return await self.models[0].prefill(request, still_wanted)
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         async for chunk in self.stream(request):

@@ -44,6 +44,7 @@ from ..logs import get_logger
 from ..metrics import Metrics
 from .base import (
     ChatChunk,
+    ChatMessage,
     ChatModel,
     ChatRequest,
     Finish,
@@ -56,7 +57,15 @@ from .base import (
 )
 from .chat_format import NONE_TOOL, ChatTemplate, StopMatcher
 from .grammar import DecisionParser, GrammarCache, decision_schema
-from .llama_pool import PROMPT_CHUNK, BackgroundPolicy, Cancelled, ContextPool, reused_prefix
+from .llama_pool import (
+    PROMPT_CHUNK,
+    USEFUL_PREFIX,
+    BackgroundPolicy,
+    Cancelled,
+    ContextPool,
+    common_prefix,
+    reused_prefix,
+)
 from .sampling import NgramBlocker, Sampling
 
 log = get_logger("LLM")
@@ -345,6 +354,64 @@ class LlamaCppModel(ChatModel):
             cancel.set()  # seen by the worker at its next token, even in a pass that emits nothing
             await items.aclose()
 
+    # --- prefill: a conversation's next prompt, read while the caller listens ----------------------------------
+
+    warms_prompts = True
+
+    async def prefill(self, request: ChatRequest, still_wanted: Callable[[], bool] | None = None) -> int:
+        """Read the tokens that every prompt starting with ``request.messages`` shares (rendered with the request's
+        tools) into the context holding most of them, as background work (it waits for live work to pause, yields
+        to it, and gives the context up to a live call that needs it: ``llm_preempted``). The next live call of
+        the conversation then reads only what is new. ``still_wanted`` is asked in the worker thread, once admitted:
+        no, and nothing is read. Returns the tokens read (0: they were cached already, or no longer wanted)."""
+        if not request.messages:
+            return 0
+        await self.load()
+        plan = self._plan(request)
+        cancel = threading.Event()
+
+        def produce(emit: Callable[[Any], bool]) -> None:
+            try:
+                emit(self._prefill_sync(request, plan, cancel) if still_wanted is None or still_wanted() else 0)
+            except Cancelled:
+                pass
+
+        await self.background.admit()  # then the gate slot is taken with no await in between
+        items = iterate_in_thread(self.gate, produce, maxsize=1, executor=self.background.executor())
+        read = 0
+        try:
+            async for value in items:
+                read = value
+        finally:
+            cancel.set()
+            await items.aclose()
+        return read
+
+    def _prefill_sync(self, request: ChatRequest, plan: _Plan, cancel: threading.Event) -> int:
+        tokens = self._shared_prefix_tokens(request, plan.offer_tools)
+        if len(tokens) < USEFUL_PREFIX:
+            return 0
+        ctx = self._pool.take(tokens, background=True, cancel=cancel, warm=True)
+        try:
+            return self._prefill_in_chunks(ctx, tokens, cancel, whole=True)
+        finally:
+            self._pool.give_back(ctx)
+
+    def _shared_prefix_tokens(self, request: ChatRequest, offer_tools: bool) -> list[int]:
+        """The tokens of ``request.messages`` as the start of any longer prompt: a chat template renders the
+        generation prompt after the last message, so two probe continuations are rendered and their common token
+        prefix is kept (template-agnostic, and never longer than what a real continuation shares)."""
+        probes = [self._prompt_tokens(ChatRequest(messages=[*request.messages, ChatMessage("user", text)],
+                                                  tools=request.tools, tool_choice=request.tool_choice,
+                                                  response_schema=request.response_schema),
+                                      32, offer_tools)[0] for text in ("Yes.", "What?")]
+        n = 0
+        for a, b in zip(*probes, strict=False):
+            if a != b:
+                break
+            n += 1
+        return probes[0][:n]
+
     # --- worker thread ---------------------------------------------------------------------------------------
 
     def _prompt_tokens(self, request: ChatRequest, budget: int, offer_tools: bool = True) -> tuple[list[int], int]:
@@ -420,13 +487,14 @@ class LlamaCppModel(ChatModel):
                    for m in request.messages if m.role == "assistant" and m.content]
         return NgramBlocker(replies, self.sampling.no_repeat_ngram, prompt_length) if replies else None
 
-    def _prefill_in_chunks(self, ctx: Any, tokens: list[int], cancel: threading.Event) -> None:
+    def _prefill_in_chunks(self, ctx: Any, tokens: list[int], cancel: threading.Event, whole: bool = False) -> int:
         """Background calls: read the uncached part of the prompt 32 tokens at a time, pausing for live work in
-        between; ``generate`` then finds all but the last token cached."""
-        start = reused_prefix(ctx, tokens)
-        end = len(tokens) - 1  # generate evaluates the last token itself, to get its logits
-        if end - start <= PROMPT_CHUNK:
-            return
+        between; ``generate`` then finds all but the last token cached (``whole``: a prefill reads every token).
+        Returns the tokens read."""
+        start = common_prefix(ctx, tokens) if whole else reused_prefix(ctx, tokens)
+        end = len(tokens) if whole else len(tokens) - 1  # generate evaluates the last token itself, for its logits
+        if end - start <= (0 if whole else PROMPT_CHUNK):
+            return 0
         if start == 0:
             ctx.reset()
         elif not ctx._ctx.kv_cache_seq_rm(-1, start, -1):
@@ -438,6 +506,7 @@ class LlamaCppModel(ChatModel):
             if cancel.is_set():
                 raise Cancelled
             ctx.eval(tokens[i:min(i + PROMPT_CHUNK, end)])
+        return end - start
 
     def _generate(self, ctx: Any, tokens: list[int], grammar: Any, plan: _Plan, budget: int,
                   cancel: threading.Event, usage: Usage, state: _Pass,

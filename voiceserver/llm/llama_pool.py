@@ -6,7 +6,9 @@ Which context a call takes:
   conversation's prompt cache); when no context shares a useful prefix it takes the least recently used one;
 - a background call (``ChatRequest.priority == "background"``) takes a context that background work used last if
   one is free, else the least recently used one, never by prefix: a side task does not take over the context a
-  conversation is reusing.
+  conversation is reusing;
+- a prefill (``LlamaCppModel.prefill``: a conversation's next prompt read ahead, while the caller listens) is
+  background work placed like a live call: in the context that shares the longest prefix with it.
 
 When a background call may run (:class:`BackgroundPolicy`):
 
@@ -95,12 +97,13 @@ class ContextPool:
             return len(self._free)
 
     def take(self, tokens: list[int], background: bool, cancel: threading.Event | None = None,
-             unwind_wait_s: float = UNWIND_WAIT_S) -> Any:
+             unwind_wait_s: float = UNWIND_WAIT_S, warm: bool = False) -> Any:
         """A free context for this prompt, by the rules in the module docstring (the gate guarantees one).
 
         A live call whose prompt's prefix sits in a context a cancelled call is still unwinding waits for that
         context (up to ``unwind_wait_s``): it comes back at the worker's next token, and reusing it saves reading
-        the whole prompt again."""
+        the whole prompt again. ``warm``: a background prefill of a conversation's next prompt, which is placed
+        like a live call (by prefix, in the conversation's context) but never waits."""
         deadline = time.monotonic() + unwind_wait_s
         with self._lock:
             while True:
@@ -111,14 +114,14 @@ class ContextPool:
                 def age(i: int) -> float:
                     return self._last_used.get(id(self._free[i]), 0.0)
 
-                if background:
+                if background and not warm:
                     own = [i for i in indexes if self._last_kind.get(id(self._free[i])) == "background"]
                     best = own[0] if own else min(indexes, key=age)
                     break
                 best = max(indexes, key=lambda i: common_prefix(self._free[i], tokens))
                 free_prefix = common_prefix(self._free[best], tokens)
                 remaining = deadline - time.monotonic()
-                if remaining > 0 and self._unwinding_with(tokens, free_prefix + USEFUL_PREFIX):
+                if not warm and remaining > 0 and self._unwinding_with(tokens, free_prefix + USEFUL_PREFIX):
                     self._lock.wait(timeout=remaining)
                     continue
                 if free_prefix < USEFUL_PREFIX:
@@ -126,7 +129,7 @@ class ContextPool:
                 break
             ctx = self._free.pop(best)
             self._last_used[id(ctx)] = time.monotonic()
-            self._last_kind[id(ctx)] = "background" if background else "live"
+            self._last_kind[id(ctx)] = "background" if background and not warm else "live"
             if cancel is not None:
                 self._cancels[id(ctx)] = cancel
             return ctx

@@ -165,6 +165,10 @@ class HistoryWindows:
             self._windows.move_to_end(key)
         return window
 
+    def peek(self, key: Hashable) -> Window | None:
+        """The window, without marking it used (a plain read, safe from a worker thread)."""
+        return self._windows.get(key)
+
     def set(self, key: Hashable, window: Window) -> None:
         self._windows[key] = window
         self._windows.move_to_end(key)
