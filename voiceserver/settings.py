@@ -54,12 +54,17 @@ class MemoryConfig(_Section):
     last_messages: int = Field(20, ge=0, le=1000, description="recent messages of the thread offered to the prompt "
                                                               "(the prompt budget may send fewer)")
     semantic_recall: bool = True
-    recall_top_k: int = Field(2, ge=1, le=50, description="semantically recalled messages from the caller's "
-                                                          "earlier messages (each with its neighbours); was 3")
+    # 1 with whole exchanges, not 2 with neighbours: the same recall in half the tokens; with 2, a returning
+    # caller's third call answered 43% slower than their first, with 1 5% (scripts/bench_conversation.py).
+    recall_top_k: int = Field(1, ge=1, le=50, description="semantically recalled messages from the caller's "
+                                                          "earlier messages (each with its exchange); was 2, then 3")
     recall_message_range: int = Field(1, ge=0, le=20, description="neighbours before and after each recalled "
                                                                   "message; was 2")
     recall_threshold: float | None = Field(0.3, ge=-1.0, le=1.0, description="minimum cosine similarity of a "
                                                                             "recalled message; null keeps every hit")
+    recall_exchange: bool = Field(True, description="each recalled message comes with the other half of its "
+                                                    "exchange (a question with its reply, a reply with its question) "
+                                                    "instead of recall_message_range neighbours")
     working_memory: bool = True
     working_memory_scope: Literal["thread", "resource"] = "resource"
     working_memory_extract: bool | None = Field(

@@ -112,3 +112,15 @@ async def test_the_same_question_from_two_earlier_calls_is_recalled_once(tmp_pat
     assert contents.count("What is the capital of France?") == 1
     assert len(contents) == 2  # the second of top_k is the next-best hit, not the copy
     await memory.close()
+
+
+async def test_exchange_recall_brings_each_hit_with_the_other_half_of_its_exchange(tmp_path, models_dir):
+    memory = make(tmp_path, models_dir, semantic_recall={"top_k": 1, "exchange": True, "scope": "resource"})
+    await seed(memory)  # ... "My brother plays football.", "My favorite color is blue.", "Blue, got it.", ...
+    by_question = await memory.prepare(resource_id="caller-1", thread_id="new", query="my favorite color is blue")
+    assert [m.content for m in by_question.recalled] == ["My favorite color is blue.", "Blue, got it."]
+    by_reply = await memory.prepare(resource_id="caller-1", thread_id="new2", query="Blue, got it.")
+    assert [m.content for m in by_reply.recalled] == ["My favorite color is blue.", "Blue, got it."]
+    with pytest.raises(Exception, match="exchange"):
+        make(tmp_path, models_dir, semantic_recall={"exchange": "yes"})
+    await memory.close()

@@ -118,11 +118,13 @@ def test_memory_settings_reach_the_memory_options(tmp_path):
 
     server = build_server(Settings(lancedb_uri=str(tmp_path / "m")))
     recall = server.agents["Assistant"].memory.options.semantic_recall
-    assert (recall.top_k, recall.message_range, recall.threshold) == (2, 1, 0.3)  # fewer, shorter: for voice
-    old = {"memory": {"recall_top_k": 3, "recall_message_range": 2, "recall_threshold": None}}
+    # one whole exchange: fewer tokens for voice
+    assert (recall.top_k, recall.exchange, recall.threshold) == (1, True, 0.3)
+    old = {"memory": {"recall_top_k": 3, "recall_exchange": False, "recall_message_range": 2,
+                      "recall_threshold": None}}
     server = build_server(Settings(lancedb_uri=str(tmp_path / "m"), agent=old))
     recall = server.agents["Assistant"].memory.options.semantic_recall
-    assert (recall.top_k, recall.message_range, recall.threshold) == (3, 2, None)
+    assert (recall.top_k, recall.exchange, recall.message_range, recall.threshold) == (3, False, 2, None)
 
 
 @pytest.mark.parametrize("configs, message", [

@@ -75,8 +75,8 @@ async def warm_next_prompt(next_prompt: NextPrompt, windows: HistoryWindows) -> 
         windows.set(p.window_key, window)  # a cut is made now, so the next turn keeps this prefix
         request = ChatRequest(messages=plan.prefix, tools=p.specs, tool_choice=p.tool_choice)
         read = await p.model.prefill(request, still_wanted=lambda: windows.peek(p.window_key) is window)
-        log.debug("next prompt warmed", fields={"tokens_read": read, "prefix_messages": len(plan.prefix),
-                                                "cut": plan.window.start != p.window.start})
+        cut = p.window.start is not None and plan.window.start != p.window.start
+        log.debug("next prompt warmed", fields={"tokens_read": read, "prefix_messages": len(plan.prefix), "cut": cut})
         return read
     except ProviderError as exc:  # preempted by a live call (it came first, as it should), or the model failed
         level = log.debug if exc.code == "llm_preempted" else log.info

@@ -405,11 +405,7 @@ class LlamaCppModel(ChatModel):
                                                   tools=request.tools, tool_choice=request.tool_choice,
                                                   response_schema=request.response_schema),
                                       32, offer_tools)[0] for text in ("Yes.", "What?")]
-        n = 0
-        for a, b in zip(*probes, strict=False):
-            if a != b:
-                break
-            n += 1
+        n = next((i for i, (a, b) in enumerate(zip(*probes, strict=False)) if a != b), min(map(len, probes)))
         return probes[0][:n]
 
     # --- worker thread ---------------------------------------------------------------------------------------

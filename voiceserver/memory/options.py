@@ -29,13 +29,16 @@ DEFAULT_TEMPLATE = """# User
 class SemanticRecallOptions:
     """Semantic recall: the ``top_k`` most similar earlier messages, each with ``message_range`` neighbours
     before and after it in its own thread, from this thread or from all the caller's threads (``scope``).
-    ``threshold`` is a minimum cosine similarity (0..1); None keeps every hit."""
+    ``threshold`` is a minimum cosine similarity (0..1); None keeps every hit. ``exchange``: instead of
+    ``message_range`` neighbours, each hit comes with the other half of its exchange (a question with the reply
+    that followed it, a reply with the question before it): what a voice prompt needs, in fewer tokens."""
 
     enabled: bool = True
     top_k: int = 3
     message_range: int | dict[str, int] = 2
     scope: Scope = "resource"
     threshold: float | None = None
+    exchange: bool = False
 
     @property
     def before(self) -> int:
@@ -151,6 +154,8 @@ def _check(options: MemoryOptions) -> None:
         raise _bad("semantic_recall.scope must be 'thread' or 'resource'")
     if recall.threshold is not None and not -1.0 <= recall.threshold <= 1.0:
         raise _bad("semantic_recall.threshold must be a cosine similarity from -1 to 1")
+    if not isinstance(recall.exchange, bool):
+        raise _bad("semantic_recall.exchange must be true or false")
     wm = options.working_memory
     if wm.scope not in ("thread", "resource"):
         raise _bad("working_memory.scope must be 'thread' or 'resource'")

@@ -42,6 +42,20 @@ def _window(ordered: list[Message], hit_id: str, before: int, after: int) -> lis
     return []
 
 
+def _exchange(ordered: list[Message], hit_id: str) -> list[Message]:
+    """The hit with the other half of its exchange: a user message and the reply after it, or a reply and the user
+    message before it (the hit alone when there is none)."""
+    for i, message in enumerate(ordered):
+        if message.id != hit_id:
+            continue
+        if message.role == "user" and i + 1 < len(ordered) and ordered[i + 1].role == "assistant":
+            return ordered[i:i + 2]
+        if message.role == "assistant" and i > 0 and ordered[i - 1].role == "user":
+            return ordered[i - 1:i + 1]
+        return [message]
+    return []
+
+
 async def other_threads_of_hits(store: LanceDBStore, hits: list[dict[str, Any]], *, resource_id: str,
                                 current_thread: str, top_k: int) -> dict[str, list[Message]]:
     """Messages of the threads (other than the current one) of the hits that can be selected, by thread.
@@ -97,7 +111,8 @@ def select(hits: list[dict[str, Any]], options: SemanticRecallOptions, *, curren
         if hit["id"] in exclude:
             continue
         thread = current_messages if hit["thread_id"] == current_thread else other_threads.get(hit["thread_id"], [])
-        window = _window(thread, hit["id"], options.before, options.after)
+        window = _exchange(thread, hit["id"]) if options.exchange else \
+            _window(thread, hit["id"], options.before, options.after)
         found = next((m for m in window if m.id == hit["id"]), None)
         if found is not None:
             text = (found.role, " ".join(str(found.content or "").lower().split()))

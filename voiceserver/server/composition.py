@@ -201,7 +201,8 @@ def _build_memory(settings: Settings, config: MemoryConfig, cache: dict[str, Any
             cache[store_key] = LanceDBStore.from_settings(settings, uri, live_activity=live_activity)
         options = {"last_messages": config.last_messages,
                    "semantic_recall": {"top_k": config.recall_top_k, "message_range": config.recall_message_range,
-                                       "threshold": config.recall_threshold, "scope": "resource"}
+                                       "threshold": config.recall_threshold, "scope": "resource",
+                                       "exchange": config.recall_exchange}
                    if config.semantic_recall else {"enabled": False},
                    "working_memory": {"enabled": config.working_memory, "scope": config.working_memory_scope,
                                       "extract": extract}}
