@@ -97,3 +97,12 @@ async def test_in_an_agent_run_the_copy_is_not_streamed_nor_stored():
     assert memory.thread("t1")[-1]["content"].strip() == "My favorite color is blue."
     assert model.calls == 2  # cut, not generated again
     assert result.finish_reason == "stop" and result.usage.completion_tokens > 0
+
+
+async def test_a_later_sentence_that_restates_the_question_is_not_cut():
+    question = "Tell me a short story about a robot who learns to paint the sky."
+    reply = "Sure. Here is a short story about a robot who learns to paint the sky: Bolt mixed blue and gold."
+    model = ScriptedChatModel([reply])
+    agent = Agent(name="A", model=model)
+    result = await agent.generate(question)
+    assert result.text == reply and model.calls == 1

@@ -74,8 +74,10 @@ def is_repeat(text: str, earlier: list[str], *, prefix_words: int = REPEAT_PREFI
 class RepetitionGuard:
     """Holds back streamed text while it matches the start of an earlier reply; see the module notes."""
 
-    def __init__(self, earlier: list[str], *, prefix_words: int = REPEAT_PREFIX_WORDS,
-                 min_words: int = REPEAT_MIN_WORDS):
+    def __init__(self, earlier: list[str], *, copy_from: list[str] | None = None,
+                 prefix_words: int = REPEAT_PREFIX_WORDS, min_words: int = REPEAT_MIN_WORDS):
+        """``earlier``: the texts a reply may not start with; ``copy_from``: those the rest of it may not copy a
+        long run of (default: ``earlier``)."""
         if prefix_words < 1 or min_words < 1:
             raise ValueError("prefix_words and min_words must be at least 1")
         self.prefix_words = prefix_words
@@ -86,7 +88,8 @@ class RepetitionGuard:
         self.repeated = False
         self.matched: list[str] | None = None  # the earlier reply's words, when repeated
         self.caught: list[str] = []  # and the words of this reply that repeated them
-        self._copy = CopiedRunWatch(self._earlier)  # after the start: a long run copied from an earlier reply
+        copied = self._earlier if copy_from is None else [w for w in map(normalise_words, copy_from) if w]
+        self._copy = CopiedRunWatch(copied)  # after the start: a long run copied from an earlier reply
 
     @property
     def cut(self) -> bool:

@@ -307,9 +307,8 @@ class AgentRun:
         question = last_user_text(self.input)
         earlier = replies_to_other_questions(
             [*earlier_replies(self.state.messages[: self.state.response_start]), *self.recalled_replies], question)
-        if question:
-            earlier.append(question)
-        out = await ModelStep(self.model, self.emit, self.state.seen_call_ids).run(request, earlier_replies=earlier)
+        out = await ModelStep(self.model, self.emit, self.state.seen_call_ids).run(request, earlier_replies=earlier,
+                                                                                  question=question)
         self.state.usage.add(out.usage)
         return out
 

@@ -73,10 +73,18 @@ class ModelStep:
         self.seen_call_ids = seen_call_ids
         self._text_id: str | None = None
 
-    async def run(self, request: ChatRequest, *, earlier_replies: list[str]) -> StepOut:
-        """Stream ``request``; with ``earlier_replies`` (and no response schema) behind the repetition guard."""
-        guarded = request.response_schema is None and bool(earlier_replies)
-        attempt = await self._attempt(request, RepetitionGuard(earlier_replies) if guarded else None)
+    async def run(self, request: ChatRequest, *, earlier_replies: list[str], question: str | None = None) -> StepOut:
+        """Stream ``request``; with ``earlier_replies`` or a ``question`` (and no response schema) behind the
+        repetition guard. The start of a reply may repeat neither (an echo of the question counts); the rest of it
+        may not copy a long run of an earlier reply (restating the question is fine there: "Here is a short story
+        about a robot who...")."""
+        starts = [*earlier_replies, question] if question else list(earlier_replies)
+        guarded = request.response_schema is None and bool(starts)
+
+        def guard(*extra: str) -> RepetitionGuard:
+            return RepetitionGuard([*starts, *extra], copy_from=earlier_replies)
+
+        attempt = await self._attempt(request, guard() if guarded else None)
         usage = _copy_usage(attempt.finish.usage)
         retried = False
         for temperature in RETRY_TEMPERATURES:
@@ -89,14 +97,14 @@ class ModelStep:
             # The retry is guarded against the nudge too: a small model may read the nudge back as its answer,
             # and the caller must never hear our own instruction.
             attempt, retried = await self._attempt(nudged(request, temperature),
-                                                   RepetitionGuard([*earlier_replies, NUDGE])), True
+                                                   guard(NUDGE)), True
             usage.add(attempt.finish.usage)
         if attempt.repeated:
             log.warning("every attempt repeated an earlier reply; saying a short fallback instead",
                         fields={"code": "reply_repeated"})
             log.debug("the repeated text", fields={"attempt": attempt.caught, "earlier": attempt.matched})
             attempt = _Attempt(finish=Finish(reason="stop"))
-            await self._text(attempt, fallback_reply(request.messages, earlier_replies))
+            await self._text(attempt, fallback_reply(request.messages, starts))
         if self._text_id is not None:
             await self.emit("text-end", {"id": self._text_id})
         reason = attempt.finish.reason
