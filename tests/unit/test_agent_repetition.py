@@ -125,6 +125,10 @@ def test_the_fallback_never_repeats_an_earlier_reply():
     both = ["I'm not sure about that.", "Sorry, I don't know that one."]
     assert fallback_reply(asked, both) == "Hmm."
     assert fallback_reply([ChatMessage("user", "Thanks.")], ["Okay, got it."]) == "Understood."
+    # A request written without a question mark is answered like a question, not acknowledged.
+    assert fallback_reply([ChatMessage("user", "Tell me the short story about a robot.")], []) == \
+        "I'm not sure about that."
+    assert fallback_reply([ChatMessage("user", "My favourite colour is blue.")], []) == "Okay, got it."
 
 
 async def test_the_guard_leaves_tool_steps_and_structured_output_alone():

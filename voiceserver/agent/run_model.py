@@ -39,6 +39,11 @@ RETRY_TEMPERATURE = RETRY_TEMPERATURES[0]
 # one word, which the guard never counts as a repeat).
 FALLBACK_TO_QUESTION = ("I'm not sure about that.", "Sorry, I don't know that one.", "Hmm.")
 FALLBACK_TO_STATEMENT = ("Okay, got it.", "Understood.", "Okay.")
+# A message that starts with one of these asks for something even without a question mark (speech-to-text often
+# writes a request as a sentence): it gets the "not sure" fallback, not an acknowledgement.
+REQUEST_WORDS = frozenset({"tell", "give", "say", "explain", "describe", "show", "list", "name", "recommend",
+                           "suggest", "find", "what", "who", "where", "when", "why", "how", "which", "can", "could",
+                           "would", "will", "do", "does", "did", "is", "are", "please"})
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -198,10 +203,12 @@ def nudged(request: ChatRequest, temperature: float = RETRY_TEMPERATURE) -> Chat
 
 
 def fallback_reply(messages: list[ChatMessage], earlier: list[str]) -> str:
-    """A short reply to the last user message that repeats none of ``earlier``: a plain "not sure" to a question,
-    an acknowledgement to anything else."""
+    """A short reply to the last user message that repeats none of ``earlier``: a plain "not sure" to a question
+    or a request, an acknowledgement to anything else."""
     last = next((m.content for m in reversed(messages) if m.role == "user" and isinstance(m.content, str)), "")
-    choices = FALLBACK_TO_QUESTION if last.rstrip().endswith("?") else FALLBACK_TO_STATEMENT
+    first = last.split(maxsplit=1)[0].strip(",.!").lower() if last.strip() else ""
+    asks = last.rstrip().endswith("?") or first in REQUEST_WORDS  # "Tell me a story." asks too
+    choices = FALLBACK_TO_QUESTION if asks else FALLBACK_TO_STATEMENT
     return next((text for text in choices if not is_repeat(text, earlier)), choices[-1])
 
 
