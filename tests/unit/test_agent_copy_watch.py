@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_agent_support import FakeMemory
+from test_agent_support import FakeMemory, streamed_run
 
 from voiceserver.agent import Agent
 from voiceserver.agent.copy_watch import COPIED_RUN_WORDS, CopiedRunWatch
@@ -89,10 +89,7 @@ async def test_in_an_agent_run_the_copy_is_not_streamed_nor_stored():
     model = ScriptedChatModel([EARLIER, COPYING])
     agent = Agent(name="A", model=model, memory=memory)
     await agent.generate("My favourite colour is blue.", memory=MEM)
-    stream = agent.stream("What is my favourite colour?", memory=MEM)
-    chunks = [c async for c in stream]
-    result = await stream.result()
-    streamed = "".join(c.payload["text"] for c in chunks if c.type == "text-delta")
+    streamed, result, _ = await streamed_run(agent, "What is my favourite colour?", memory=MEM)
     assert streamed.strip() == result.text.strip() == "My favorite color is blue."
     assert memory.thread("t1")[-1]["content"].strip() == "My favorite color is blue."
     assert model.calls == 2  # cut, not generated again

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from test_agent_support import FakeMemory
+from test_agent_support import FakeMemory, streamed_run
 
 from voiceserver.agent import Agent
 from voiceserver.agent.repetition import (
@@ -78,10 +78,7 @@ async def test_a_model_that_repeats_its_previous_reply_is_caught_and_the_second_
     model = ScriptedChatModel([WEATHER, WEATHER, "Your favourite colour is blue."])
     agent = Agent(name="A", model=model, memory=memory)
     await agent.generate("What's the weather in London?", memory=MEM)
-    stream = agent.stream("What is my favourite colour?", memory=MEM)
-    chunks = [c async for c in stream]
-    result = await stream.result()
-    streamed = "".join(c.payload["text"] for c in chunks if c.type == "text-delta")
+    streamed, result, chunks = await streamed_run(agent, "What is my favourite colour?", memory=MEM)
     assert streamed == result.text == "Your favourite colour is blue."
     assert [c.type for c in chunks].count("text-start") == 1
     assert memory.thread("t1")[-1]["content"] == "Your favourite colour is blue."
@@ -216,10 +213,7 @@ async def test_a_retry_that_reads_the_nudge_back_is_never_spoken():
     model = ScriptedChatModel([WEATHER, WEATHER, NUDGE, "A robot named Bolt learned to paint the sky."])
     agent = Agent(name="A", model=model, memory=memory)
     await agent.generate("What's the weather in London?", memory=MEM)
-    stream = agent.stream("Tell me a short story about a robot.", memory=MEM)
-    chunks = [c async for c in stream]
-    result = await stream.result()
-    streamed = "".join(c.payload["text"] for c in chunks if c.type == "text-delta")
+    streamed, result, _ = await streamed_run(agent, "Tell me a short story about a robot.", memory=MEM)
     assert streamed == result.text == "A robot named Bolt learned to paint the sky."
     assert "repeat" not in streamed.lower() and model.calls == 4
 

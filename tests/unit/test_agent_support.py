@@ -72,3 +72,11 @@ class FakeMemory:
     async def after_turn(self, *, resource_id: str, thread_id: str, messages: list[dict], model: Any) -> None:
         self.after_turn_calls.append({"resource_id": resource_id, "thread_id": thread_id,
                                       "messages": [m["id"] for m in messages], "model": model})
+
+
+async def streamed_run(agent: Any, message: str, **options: Any) -> tuple[str, Any, list[Any]]:
+    """Stream one agent run: (the text its text-delta chunks carried, its result, all its chunks)."""
+    stream = agent.stream(message, **options)
+    chunks = [c async for c in stream]
+    result = await stream.result()
+    return "".join(c.payload["text"] for c in chunks if c.type == "text-delta"), result, chunks

@@ -24,6 +24,12 @@ import re
 COPIED_RUN_WORDS = 8  # a run of this many words copied from an earlier reply ends the reply
 
 _PUNCTUATION = re.compile(r"[^\w]+")
+
+
+def normalise_word(token: str) -> str:
+    """A token as the guard compares it: lowercase, punctuation stripped ("Blue," -> "blue"; "--" -> "")."""
+    return _PUNCTUATION.sub("", token.lower())
+
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s")
 _COMPLETE_TOKEN = re.compile(r"\s*\S+\s+")  # a word and the space after it: the next token has begun
 
@@ -98,7 +104,7 @@ class CopiedRunWatch:
 
     def _token(self, raw: str) -> str:
         """One complete token: returns what it lets go (earlier held tokens, and itself unless it is held)."""
-        word = _PUNCTUATION.sub("", raw.lower())
+        word = normalise_word(raw)
         if not word:  # punctuation on its own: it goes with the run it is in
             if self._held:
                 self._held.append((raw, ""))
@@ -132,14 +138,7 @@ class CopiedRunWatch:
             self._held, self._run, self._ends = [], 0, []
             return out
         entries = [*self._held, (raw, word)]
-        seen = 0
-        cut_at = len(entries)
-        for k, (_, w) in enumerate(entries):  # the token index where the kept tail starts
-            if w:
-                if seen == skip:
-                    cut_at = k
-                    break
-                seen += 1
+        cut_at = [k for k, (_, w) in enumerate(entries) if w][skip]  # the token where the kept tail starts
         out = "".join(r for r, _ in entries[:cut_at])
         self._held, self._run, self._ends = entries[cut_at:], len(tail), ends
         return out

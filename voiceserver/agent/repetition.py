@@ -25,20 +25,16 @@ Pure and incremental: ``feed(text)`` returns the text that is safe to emit now, 
 
 from __future__ import annotations
 
-import re
-
-from .copy_watch import CopiedRunWatch
+from .copy_watch import CopiedRunWatch, normalise_word
 
 REPEAT_PREFIX_WORDS = 6  # this many matching words at the start of a reply make it a repeat
 REPEAT_MIN_WORDS = 3  # a whole earlier reply repeated counts only when it has at least this many words
 NUDGE = "Do not repeat your earlier answer or the user's words; answer the new message in your own words."
 
-_PUNCTUATION = re.compile(r"[^\w]+")
-
 
 def normalise_words(text: str) -> list[str]:
     """Lowercase words with punctuation stripped ("Hello, Ada!" -> ["hello", "ada"])."""
-    return [w for w in (_PUNCTUATION.sub("", t.lower()) for t in text.split()) if w]
+    return [w for w in map(normalise_word, text.split()) if w]
 
 
 def same_question(a: str | None, b: str | None) -> bool:
@@ -131,8 +127,8 @@ class RepetitionGuard:
         tokens = self._held.split()
         complete = tokens if final or self._held[-1:].isspace() else tokens[:-1]
         partial = "" if final or self._held[-1:].isspace() or not tokens else tokens[-1]
-        done = [w for w in (_PUNCTUATION.sub("", t.lower()) for t in complete) if w]
-        tail = _PUNCTUATION.sub("", partial.lower())
+        done = [w for w in map(normalise_word, complete) if w]
+        tail = normalise_word(partial)
         alive = False
         for words in self._earlier:
             if words[: len(done)] != done:

@@ -200,7 +200,7 @@ class AgentRun:
         window_key = self._window_key()
         windows = self.services.windows
         window = windows.get(window_key) if window_key else None
-        specs = self._tool_specs(True)[0]
+        specs, choice = self._tool_specs(True)
 
         def layout() -> PromptPlan:
             return layout_prompt(system=system, working_memory=working, history=history, recalled=recalled,
@@ -213,9 +213,9 @@ class AgentRun:
         plan = layout() if count is estimate_tokens else await asyncio.to_thread(layout)
         if window_key is not None:
             windows.set(window_key, plan.window)
+            # (a window key means memory: the thread's ids are in opts.memory)
             self._next_prompt = NextPrompt(self.model, self.memory, *self.opts.memory, window_key, plan.window,
-                                           system, specs, self._tool_specs(True)[1], self.agent.prompt_budget_tokens,
-                                           count) if self.memory is not None and self.opts.memory else None
+                                           system, specs, choice, self.agent.prompt_budget_tokens, count)
         self.recalled_replies = plan.recalled_replies
         messages = await run_input_processors(self.agent.input_processors, plan.messages, ctx)
         self.state.messages = sanitize_tool_pairs(messages)
