@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 from pathlib import Path
 
@@ -284,3 +285,36 @@ async def test_a_background_call_waits_for_live_work_and_still_answers(gguf):
     assert live.text.strip()
     assert order == ["live done", "transcription done", "background text", "background done"]
     await model.close()
+
+
+async def test_every_generation_frees_its_native_sampler_without_the_collector(model, monkeypatch):
+    """llama-cpp-python's sampler sits in a reference cycle of its own and holds a vocabulary-sized buffer; each
+    generation must free it when it ends (answer, tool decision, closed stream), not at the next full collection."""
+    from llama_cpp import _internals
+
+    made = []
+    original_init = _internals.LlamaSampler.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(_internals.LlamaSampler, "__init__", recording_init)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # only reference counting and explicit closes may free anything in here
+    try:
+        await model.complete(ChatRequest([SYSTEM, ChatMessage("user", "Say hello.")], max_tokens=8))
+        await model.complete(ChatRequest([SYSTEM, ChatMessage("user", "What's the weather in Paris?")],
+                                         tools=[WEATHER], tool_choice="required", max_tokens=40))
+        request = ChatRequest([SYSTEM, ChatMessage("user", "List numbers.")], response_schema=LONG_ARRAY,
+                              max_tokens=1000)
+        async with contextlib.aclosing(model.stream(request)) as stream:
+            async for chunk in stream:
+                if isinstance(chunk, TextDelta):
+                    break
+        await wait_context_back(model)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    assert len(made) >= 3
+    assert [s.sampler for s in made] == [None] * len(made)  # every native chain freed
