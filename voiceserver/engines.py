@@ -287,6 +287,9 @@ class LiveActivity:
             async with asyncio.timeout(timeout):
                 await future
         except TimeoutError:
+            # a waiter that gave up is not kept: a caller polling while busy would pile them up
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove((asyncio.get_running_loop(), future))
             return not self.busy
         return True
 

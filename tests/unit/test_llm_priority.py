@@ -259,3 +259,47 @@ async def test_an_unknown_priority_is_a_clear_error():
     with pytest.raises(ProviderError) as err:
         await model.complete(ChatRequest([ChatMessage("user", "hi")], priority="urgent"))  # type: ignore[arg-type]
     assert err.value.code == "invalid_request" and "priority" in err.value.message
+
+
+def prefill_request(text: str) -> ChatRequest:
+    return ChatRequest([ChatMessage("system", "You are a voice assistant. " * 3), ChatMessage("user", text)])
+
+
+async def test_waiting_prefills_are_bounded_by_the_pool_and_drop_out_once_unwanted():
+    """Warm-ups wait for live work to pause; under steady load they must not pile up (a soak grew one task per
+    turn): a context holds one prompt, so a newer waiting prefill replaces an older one, and one whose conversation
+    moved on leaves while still waiting."""
+    events: list[tuple] = []
+    activity = LiveActivity()
+    model = scripted_model(1, events, activity)
+    activity.begin()  # live work runs the whole time the prefills arrive
+    older = asyncio.create_task(model.prefill(prefill_request("first caller")))
+    await asyncio.sleep(0.05)
+    newer = asyncio.create_task(model.prefill(prefill_request("second caller")))
+    assert await asyncio.wait_for(older, 5) == 0  # replaced while waiting, nothing read
+    assert not newer.done() and not any(e[0] == "prefill" for e in events)
+    activity.end()
+    assert await asyncio.wait_for(newer, 5) > 0  # the newest one is admitted once live work pauses
+    read_so_far = len(events)
+
+    activity.begin()
+    wanted = [True]
+    moved_on = asyncio.create_task(model.prefill(prefill_request("third caller"), still_wanted=lambda: wanted[0]))
+    await asyncio.sleep(0.1)
+    assert not moved_on.done()
+    wanted[0] = False  # the conversation's next turn laid out its own prompt
+    assert await asyncio.wait_for(moved_on, 5) == 0
+    assert len(events) == read_so_far and not model._waiting_prefills
+    activity.end()
+
+
+async def test_an_idle_waiter_that_timed_out_is_not_kept():
+    activity = LiveActivity()
+    activity.begin()
+    for _ in range(5):
+        assert not await activity.wait_idle_async(0.01)
+    assert activity._waiters == []
+    waiter = asyncio.create_task(activity.wait_idle_async(5))
+    await asyncio.sleep(0.01)
+    activity.end()
+    assert await waiter

@@ -28,6 +28,7 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,6 +41,7 @@ USEFUL_PREFIX = 24  # tokens: a shorter shared prefix is just the chat template'
 PROMPT_CHUNK = 32  # tokens a background prompt evaluates between two looks at live activity
 BACKGROUND_NICE = 10  # added to the OS priority (nice value) of background worker threads
 POLL_S = 0.02  # how often a waiting background call looks again
+WANTED_CHECK_S = 0.5  # how often a waiting background call that may be dropped asks whether it is still wanted
 # A live call whose conversation's context is still held by a call that was just cancelled (a barge-in, a cut reply,
 # the repetition guard's retry) waits this long for it rather than re-reading its whole prompt on a cold context.
 UNWIND_WAIT_S = 1.0
@@ -177,11 +179,18 @@ class BackgroundPolicy:
         need = 1 if self.pool_size == 1 else 2
         return self.gate.waiting == 0 and free >= need
 
-    async def admit(self) -> None:
+    async def admit(self, still_wanted: Callable[[], bool] | None = None) -> bool:
         """Wait (on the loop) until a background call may start: nothing live runs and there is room. The caller
-        takes its gate slot right after, with no await in between, so the condition still holds."""
+        takes its gate slot right after, with no await in between, so the condition still holds. ``still_wanted``
+        is asked at least every :data:`WANTED_CHECK_S` while waiting: once it says no, this returns False (the
+        call is dropped, not started); True when admitted."""
+        timeout = None if still_wanted is None else WANTED_CHECK_S
         # Live work ending is an event; a gate slot coming free is not (EngineGate has none): poll for that.
-        while not (await self.live.wait_idle_async() and self.room()):  # noqa: ASYNC110 - see above
+        while True:
+            if still_wanted is not None and not still_wanted():
+                return False
+            if await self.live.wait_idle_async(timeout) and self.room():
+                return True
             await asyncio.sleep(POLL_S)
 
     def executor(self) -> ThreadPoolExecutor:
