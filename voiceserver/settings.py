@@ -406,6 +406,8 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="worker processes sharing the port (each loads the engines)")
     malloc_arena_max: int = Field(2, ge=0, le=64, description="glibc malloc arenas (0: glibc's default, 8 per core);"
                                                               " fewer keeps freed native memory reusable")
+    websocket_compression: bool = Field(False, description="accept permessage-deflate on WebSockets: PCM audio "
+                                        "hardly compresses, and compressed frames skip the fast audio path")
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"
     log_file: Path | None = None

@@ -220,3 +220,49 @@ async def test_frames_sent_before_the_handshake_finished_go_to_websockets_in_ord
         await asyncio.sleep(0.01)
     assert protocol._raw
     assert delivered == [b"early audio", b"later audio", "text"]
+
+
+async def test_permessage_deflate_is_declined_unless_configured():
+    """Compressed frames skip the fast path and cost a zlib state per connection: the server declines the
+    extension that clients (browsers, the websockets library) offer, unless ``websocket_compression`` is on."""
+    import websockets
+
+    from voiceserver.settings import Settings
+
+    for enabled in (False, True):
+        async with voice_server(stt=ScriptedSTT(["hello"]), tts=ToneTTS(),
+                                settings=Settings(websocket_compression=enabled)) as vs:
+            async with websockets.connect(f"{vs.running.ws_url}/v1/voice") as ws:  # offers permessage-deflate
+                await ws.send(json.dumps({"type": "session.start"}))
+                while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "session.started":
+                    pass
+                names = [e.name for e in ws.protocol.extensions]
+                assert names == (["permessage-deflate"] if enabled else [])
+
+
+async def test_a_closed_connection_is_freed_without_the_collector():
+    """websockets' protocol object is a reference cycle (its parser generator); once the connection is lost it
+    must be freed by reference counting, not wait for a full collection with the connection's buffers."""
+    import gc
+    import weakref
+
+    import websockets
+
+    async with voice_server(stt=ScriptedSTT(["hello"]), tts=ToneTTS()) as vs:
+        gc.collect()
+        gc.disable()
+        try:
+            async with websockets.connect(f"{vs.running.ws_url}/v1/voice") as ws:
+                await ws.send(json.dumps({"type": "session.start"}))
+                while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "session.started":
+                    pass
+                (protocol,) = vs.running.server.server_state.connections
+                conn_ref = weakref.ref(protocol.conn)
+                del protocol
+            for _ in range(200):
+                if not vs.running.server.server_state.connections and conn_ref() is None:
+                    break
+                await asyncio.sleep(0.01)
+            assert conn_ref() is None, "the closed connection's websockets protocol is still in memory"
+        finally:
+            gc.enable()

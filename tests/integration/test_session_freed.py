@@ -50,3 +50,34 @@ async def test_an_ended_spoken_call_is_freed_without_the_collector(tmp_path, mod
         await asyncio.sleep(0.1)
         assert turn_ref() is None, "the ended call's last turn (and its audio) is still in memory"
         assert session_ref() is None, "the ended session is still in memory"
+
+
+async def test_every_agent_run_of_an_ended_call_is_freed_without_the_collector(tmp_path, models_dir: Path,
+                                                                                 monkeypatch, collector_off):
+    """Each turn's AgentRun holds its prompt, its chunks and its tools: it must not sit in a reference cycle with
+    its stream or its tool runner (a soak's Python heap swung by 130 objects a turn between full collections)."""
+    from voiceserver.agent.run import AgentRun
+
+    runs: list[weakref.ref] = []
+    original_init = AgentRun.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        runs.append(weakref.ref(self))
+
+    monkeypatch.setattr(AgentRun, "__init__", recording_init)
+    server = build_target(tmp_path, settings=target_settings(), ms_per_char=1)
+    question = speak(models_dir, "What is the weather like in Paris?")
+    async with serve_app(create_app(server)) as running:
+        async with VoiceClient.connect(running.ws_url + "/v1/voice?resource=alice") as client:
+            for _ in range(2):
+                result = await client.ask_audio(question + bytes(32000), realtime=False)
+                assert result.reply_text, "the spoken question was answered"
+        for _ in range(100):
+            if not server.hub.sessions:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the turns' after-turn memory work ends (scripted engines: milliseconds)
+        assert len(runs) >= 2
+        alive = [r for r in runs if r() is not None]
+        assert not alive, f"{len(alive)} of {len(runs)} agent runs of the ended call are still in memory"

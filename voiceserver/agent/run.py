@@ -17,10 +17,11 @@ repeats with an id already used get a fresh id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -117,9 +118,20 @@ class AgentRun:
 
     # --- entry points (called by AgentStream) ----------------------------------------------------------------------
 
-    async def execute(self, stream: AgentStream) -> AgentResult:
+    @contextlib.contextmanager
+    def _driving(self, stream: AgentStream) -> Iterator[None]:
+        """Emit to ``stream`` inside the block only. The stream holds this run (to correct memory after a
+        barge-in); holding it back after the run would make every run a reference cycle, left with its prompt and
+        chunks for a full collection, which a served process runs rarely (server/run.py)."""
         self.stream = stream
-        with log_context(run_id=self.state.run_id):
+        try:
+            with log_context(run_id=self.state.run_id):
+                yield
+        finally:
+            self.stream = None
+
+    async def execute(self, stream: AgentStream) -> AgentResult:
+        with self._driving(stream):
             await self.emit("start", {"agent_id": self.agent.id, "resumed": self.action is not None})
             try:
                 self.model = await self.agent.get_model()
@@ -131,8 +143,7 @@ class AgentRun:
                 return await self._tripwire(wire)
 
     async def abort(self, stream: AgentStream, heard_text: str | None) -> AgentResult:
-        self.stream = stream
-        with log_context(run_id=self.state.run_id):
+        with self._driving(stream):
             background = await self.calls.stop(cancel_all=False)
             self.state.status = "aborted"
             await self.emit("abort", {"reason": "cancelled", "heard_text": heard_text})
@@ -148,8 +159,7 @@ class AgentRun:
             return result
 
     async def fail(self, stream: AgentStream, exc: BaseException) -> AgentResult:
-        self.stream = stream
-        with log_context(run_id=self.state.run_id):
+        with self._driving(stream):
             await self.calls.stop(cancel_all=True)
             if isinstance(exc, AgentError | ProviderError) or isinstance(getattr(exc, "code", None), str):
                 error: Exception = exc  # it already carries a code (memory errors do too)

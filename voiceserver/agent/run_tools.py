@@ -7,6 +7,8 @@ Composed into :class:`~voiceserver.agent.run.AgentRun` as ``run.calls``; it read
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..llm.base import ChatMessage, ToolCall
@@ -28,9 +30,19 @@ class RunTools:
     """Executes the tool calls of one run (see the module notes)."""
 
     def __init__(self, run: AgentRun, max_parallel: int):
-        self.run = run
+        # Held weakly: the run holds this as ``run.calls``, and a strong reference back would make every run a
+        # reference cycle, left (with its prompt and chunks) for a full collection, which a served process runs
+        # rarely (server/run.py). Whatever outlives the run's own calls holds the run itself (finish_in_background).
+        self._run = weakref.ref(run)
         self.running: dict[str, Running] = {}
         self._slots = asyncio.Semaphore(max_parallel)
+
+    @property
+    def run(self) -> AgentRun:
+        run = self._run()
+        if run is None:  # pragma: no cover - a caller that outlived the run without holding it is a bug
+            raise RuntimeError("the agent run these tool calls belong to is gone")
+        return run
 
     async def resolve(self, calls: list[ToolCall]) -> None:
         """Decide each call: an error the model sees, waiting for approval, or run now (concurrently)."""
@@ -146,13 +158,16 @@ class RunTools:
                 await self.record(call, outcome, emit=False)
         return background
 
-    async def finish_in_background(self, task: asyncio.Task[ToolOutcome], call: ToolCall) -> None:
-        """A non-cancellable tool outlived an abort: record its result once it ends (it is never run again)."""
+    def finish_in_background(self, task: asyncio.Task[ToolOutcome], call: ToolCall) -> Coroutine[Any, Any, None]:
+        """A non-cancellable tool outlived an abort: a coroutine that records its result once it ends (it is never
+        run again). It holds the run until then."""
+        return self._finish_in_background(self.run, task, call)
+
+    async def _finish_in_background(self, run: AgentRun, task: asyncio.Task[ToolOutcome], call: ToolCall) -> None:
         try:
             outcome = await task
         except asyncio.CancelledError:
             outcome = ToolOutcome("cancelled")
-        run = self.run
         with log_context(run_id=run.state.run_id):
             await self.record(call, outcome, emit=False)
             await run.turn.save_background_call(call.id)

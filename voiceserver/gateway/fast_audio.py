@@ -45,6 +45,13 @@ class FastAudioProtocol(WebSocketsSansIOProtocol):
     _raw = False  # True once this connection is parsed by websockets alone
     _fragmented = False  # a fragmented data message is in progress (its frames go to websockets)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # websockets' sans-I/O protocol keeps its frame parser, a generator of its own method, on itself: a
+        # reference cycle that waits for a full collection (rare in a served process, server/run.py), with the
+        # connection's buffers and any zlib state. No bytes arrive after this, so the parser can end now.
+        self.conn.parser.close()
+
     def data_received(self, data: bytes) -> None:
         if self._raw:
             super().data_received(data)

@@ -75,13 +75,21 @@ def ws_max_bytes(settings: Settings | None) -> int:
     return 2 * largest
 
 
+def ws_compression(settings: Settings | None) -> bool:
+    """Whether WebSockets accept permessage-deflate (``websocket_compression``, off by default). Off: 20 ms PCM
+    frames barely compress, a compressed frame bypasses the fast audio path (gateway/fast_audio.py), and each
+    connection would hold a zlib compressor and decompressor."""
+    return bool(settings is not None and settings.websocket_compression)
+
+
 def serve_app_forever(app: Any, *, host: str, port: int, voice: Any = None,
                       sockets: list[socket.socket] | None = None) -> int:
     """Run one ASGI app on uvicorn + uvloop with the voice server's shutdown handling, until stopped."""
+    settings = getattr(voice, "settings", None)
     config = uvicorn.Config(
         app, host=host, port=port, loop="uvloop", ws=FastAudioProtocol, lifespan="on", log_config=None,
-        access_log=False, ws_max_size=ws_max_bytes(getattr(voice, "settings", None)), ws_ping_interval=20,
-        ws_ping_timeout=20, timeout_graceful_shutdown=10, backlog=4096,
+        access_log=False, ws_max_size=ws_max_bytes(settings), ws_per_message_deflate=ws_compression(settings),
+        ws_ping_interval=20, ws_ping_timeout=20, timeout_graceful_shutdown=10, backlog=4096,
     )
     server = _GracefulServer(config)
     server.voice = voice

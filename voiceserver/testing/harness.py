@@ -53,5 +53,5 @@ async def voice_server(*, agent: Any = None, agents: dict[str, Any] | None = Non
         stt, tts = stt or ScriptedSTT(["hello there"]), tts or ToneTTS()
     server = build_server(settings, stt=stt, tts=tts, agents=agents,
                           default_agent=next(iter(agents)), **build_kwargs)
-    async with serve_app(create_app(server)) as running:
+    async with serve_app(create_app(server), ws_compression=settings.websocket_compression) as running:
         yield RunningVoiceServer(server, running)

@@ -23,13 +23,15 @@ class RunningServer:
 
 @contextlib.asynccontextmanager
 async def serve_app(app: Any, *, lifespan: str = "on", startup_timeout_s: float = 60.0,
-                    port: int = 0) -> AsyncIterator[RunningServer]:
+                    port: int = 0, ws_compression: bool = False) -> AsyncIterator[RunningServer]:
     """Serve ``app`` until the block exits; shuts the server down gracefully afterwards. ``port`` 0 picks a free
-    one; a fixed port lets a test restart a server where its clients expect it."""
+    one; a fixed port lets a test restart a server where its clients expect it. ``ws_compression``: accept
+    permessage-deflate (off, as `voiceserver serve` serves by default)."""
     from ..gateway.fast_audio import FastAudioProtocol
 
     config = uvicorn.Config(app, host="127.0.0.1", port=port, ws=FastAudioProtocol, loop="none", lifespan=lifespan,
-                            log_config=None, access_log=False, ws_max_size=1 << 20)
+                            log_config=None, access_log=False, ws_max_size=1 << 20,
+                            ws_per_message_deflate=ws_compression)
     server = uvicorn.Server(config)
     # uvicorn would install its own signal handlers; in a test the process owns them.
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
