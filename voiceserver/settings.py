@@ -58,8 +58,7 @@ class MemoryConfig(_Section):
     # caller's third call answered 43% slower than their first, with 1 5% (scripts/bench_conversation.py).
     recall_top_k: int = Field(1, ge=1, le=50, description="semantically recalled messages from the caller's "
                                                           "earlier messages (each with its exchange); was 2, then 3")
-    recall_message_range: int = Field(1, ge=0, le=20, description="neighbours before and after each recalled "
-                                                                  "message; was 2")
+    recall_message_range: int = Field(1, ge=0, le=20, description="neighbours before and after a recalled message")
     recall_threshold: float | None = Field(0.3, ge=-1.0, le=1.0, description="minimum cosine similarity of a "
                                                                             "recalled message; null keeps every hit")
     recall_exchange: bool = Field(True, description="each recalled message comes with the other half of its "
@@ -406,8 +405,7 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="worker processes sharing the port (each loads the engines)")
     malloc_arena_max: int = Field(2, ge=0, le=64, description="glibc malloc arenas (0: glibc's default, 8 per core);"
                                                               " fewer keeps freed native memory reusable")
-    websocket_compression: bool = Field(False, description="accept permessage-deflate on WebSockets: PCM audio "
-                                        "hardly compresses, and compressed frames skip the fast audio path")
+    websocket_compression: bool = Field(False, description="accept permessage-deflate (PCM barely compresses)")
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"
     log_file: Path | None = None

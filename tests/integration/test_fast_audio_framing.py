@@ -230,14 +230,14 @@ async def test_permessage_deflate_is_declined_unless_configured():
     from voiceserver.settings import Settings
 
     for enabled in (False, True):
-        async with voice_server(stt=ScriptedSTT(["hello"]), tts=ToneTTS(),
-                                settings=Settings(websocket_compression=enabled)) as vs:
-            async with websockets.connect(f"{vs.running.ws_url}/v1/voice") as ws:  # offers permessage-deflate
-                await ws.send(json.dumps({"type": "session.start"}))
-                while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "session.started":
-                    pass
-                names = [e.name for e in ws.protocol.extensions]
-                assert names == (["permessage-deflate"] if enabled else [])
+        settings = Settings(websocket_compression=enabled)
+        async with (voice_server(stt=ScriptedSTT(["hello"]), tts=ToneTTS(), settings=settings) as vs,
+                    websockets.connect(f"{vs.running.ws_url}/v1/voice") as ws):  # it offers permessage-deflate
+            await ws.send(json.dumps({"type": "session.start"}))
+            while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "session.started":
+                pass
+            names = [e.name for e in ws.protocol.extensions]
+            assert names == (["permessage-deflate"] if enabled else [])
 
 
 async def test_a_closed_connection_is_freed_without_the_collector():

@@ -289,7 +289,7 @@ async def test_waiting_prefills_are_bounded_by_the_pool_and_drop_out_once_unwant
     assert not moved_on.done()
     wanted[0] = False  # the conversation's next turn laid out its own prompt
     assert await asyncio.wait_for(moved_on, 5) == 0
-    assert len(events) == read_so_far and not model._waiting_prefills
+    assert len(events) == read_so_far and model.background.waiting_prefills == 0
     activity.end()
 
 

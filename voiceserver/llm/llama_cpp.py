@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,13 +150,6 @@ class _Plan:
     background: bool = False
 
 
-@dataclass(slots=True, eq=False)
-class _WaitingPrefill:
-    """A prefill waiting for admission; ``dropped`` once newer ones have taken its place."""
-
-    dropped: bool = False
-
-
 @dataclass(slots=True)
 class _Pass:
     """How one generation pass ended."""
@@ -215,7 +206,6 @@ class LlamaCppModel(ChatModel):
         self.gate = EngineGate("llm", pool, self.metrics)
         self.background = BackgroundPolicy(self.gate, pool, self.live_activity)
         self._grammars = GrammarCache()
-        self._waiting_prefills: deque[_WaitingPrefill] = deque()  # on the loop only
         self._load_lock = threading.Lock()  # a threading lock: load() may be called from several loops/threads
         self._pool = ContextPool()
         self._tokenizer: Any = None  # a vocabulary-only Llama for count_tokens before the weights are loaded
@@ -400,19 +390,7 @@ class LlamaCppModel(ChatModel):
             except Cancelled:
                 pass
 
-        # Waiting prefills are bounded: a context holds one prompt, so only the newest ``pool`` can still be of
-        # use; an older one is dropped when a newer one arrives, and one whose conversation moved on drops itself.
-        ticket = _WaitingPrefill()
-        self._waiting_prefills.append(ticket)
-        while len(self._waiting_prefills) > self.pool:
-            self._waiting_prefills.popleft().dropped = True
-        try:
-            admitted = await self.background.admit(
-                lambda: not ticket.dropped and (still_wanted is None or still_wanted()))
-        finally:
-            with contextlib.suppress(ValueError):
-                self._waiting_prefills.remove(ticket)
-        if not admitted:
+        if not await self.background.admit_prefill(still_wanted):
             return 0
         # admitted: the gate slot is taken next, with no await in between
         items = iterate_in_thread(self.gate, produce, maxsize=1, executor=self.background.executor())

@@ -25,11 +25,14 @@ When a background call may run (:class:`BackgroundPolicy`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ..engines import EngineGate, LiveActivity, ProviderError
@@ -162,6 +165,13 @@ def _lower_priority() -> None:
         log.debug(f"cannot lower the background thread's priority: {exc}")
 
 
+@dataclass(slots=True, eq=False)
+class _WaitingPrefill:
+    """A prefill waiting for admission; ``dropped`` once newer ones have taken its place."""
+
+    dropped: bool = False
+
+
 class BackgroundPolicy:
     """When one model's background calls may start and run (rules in the module docstring)."""
 
@@ -170,6 +180,7 @@ class BackgroundPolicy:
         self.pool_size = pool_size
         self.live = live
         self._executor: ThreadPoolExecutor | None = None
+        self._waiting_prefills: deque[_WaitingPrefill] = deque()  # used on the event loop only
         self.paused = 0  # times a background generation paused for live work (tests and the evaluation read it)
         self.preempted = 0
 
@@ -192,6 +203,24 @@ class BackgroundPolicy:
             if await self.live.wait_idle_async(timeout) and self.room():
                 return True
             await asyncio.sleep(POLL_S)
+
+    async def admit_prefill(self, still_wanted: Callable[[], bool] | None = None) -> bool:
+        """:meth:`admit` for a prefill of a conversation's next prompt. Waiting prefills are bounded: a context
+        holds one prompt, so only the newest ``pool_size`` can still be of use; an older one is dropped (False)
+        when a newer one arrives, and one whose conversation moved on (``still_wanted``) drops out while waiting."""
+        ticket = _WaitingPrefill()
+        self._waiting_prefills.append(ticket)
+        while len(self._waiting_prefills) > self.pool_size:
+            self._waiting_prefills.popleft().dropped = True
+        try:
+            return await self.admit(lambda: not ticket.dropped and (still_wanted is None or still_wanted()))
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiting_prefills.remove(ticket)
+
+    @property
+    def waiting_prefills(self) -> int:
+        return len(self._waiting_prefills)
 
     def executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
