@@ -403,8 +403,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64, description="worker processes sharing the port (each loads the engines)")
-    malloc_arena_max: int = Field(2, ge=0, le=64, description="glibc malloc arenas (0: glibc's default, 8 per core);"
-                                                              " fewer keeps freed native memory reusable")
+    malloc_arena_max: int = Field(2, ge=0, le=64, description="glibc malloc arenas (0: glibc's default, 8 per core)")
+    malloc_trim_interval_s: float = Field(60.0, ge=0, le=3600, description="seconds between malloc_trim(0); 0: off")
     websocket_compression: bool = Field(False, description="accept permessage-deflate (PCM barely compresses)")
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"

@@ -58,3 +58,29 @@ def test_the_default_setting_caps_at_two_and_the_environment_wins(monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # glibc read it at start-up: we leave it alone
     assert limit_malloc_arenas(2) is False
     assert limit_malloc_arenas(0) is False
+
+
+TRIM_PROBE = """
+import asyncio, sys
+from voiceserver.server.malloc_arenas import _rss_bytes, trim_heap_every
+
+blocks = [bytearray(n) for _ in range(20_000) for n in (300, 3_000, 20_000)]  # heap blocks (under mmap's threshold)
+del blocks[::2]  # every other block freed: free pages between live blocks, which glibc keeps without a trim
+print(_rss_bytes() >> 20, flush=True)
+
+async def main():
+    trimmer = asyncio.create_task(trim_heap_every(0.05))
+    await asyncio.sleep(0.5)
+    trimmer.cancel()
+
+asyncio.run(main())
+print(_rss_bytes() >> 20, flush=True)
+"""
+
+
+@glibc
+def test_the_periodic_trim_gives_free_pages_inside_the_heap_back():
+    out = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, timeout=120, check=True)
+    before, after = (int(line) for line in out.stdout.split())
+    assert before - after > 100, f"RSS {before} MiB before the trim, {after} MiB after"  # ~230 MiB of free pages
+    assert Settings().malloc_trim_interval_s == 60.0

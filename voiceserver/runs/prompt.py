@@ -45,7 +45,8 @@ DEFAULT_PROMPT_BUDGET_TOKENS = 1024  # fits a 2048-token local context with room
 MESSAGE_OVERHEAD_TOKENS = 4  # the chat template's role markers around each message (ChatML: about 4)
 MAX_RECALLED_CHARS = 4000  # recall text at most, whatever the budget
 MAX_RECALLED_MESSAGE_CHARS = 500
-MAX_WINDOWS = 10_000  # threads whose window start is remembered (least recently used are forgotten)
+MAX_WINDOWS = 2_000  # threads whose window is remembered (least recently used forgotten): twice the sessions a
+# machine serves; more only kept ended calls (a soak grew by 0.5 KiB a call)
 # Short: a returning caller's turn reads a new note most turns, header included (10 tokens, was 18).
 RECALL_HEADER = "Earlier messages (use them only if relevant):"
 

@@ -8,6 +8,7 @@ and exits when every worker has finished its graceful shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import signal
@@ -22,7 +23,7 @@ from ..gateway.fast_audio import FastAudioProtocol
 from ..logs import bind_context, configure_logging, get_logger
 from ..metrics import GcPauses
 from ..settings import Settings
-from .malloc_arenas import limit_malloc_arenas
+from .malloc_arenas import limit_malloc_arenas, trim_heap_every
 
 log = get_logger("SERVER")
 
@@ -32,6 +33,7 @@ class _GracefulServer(uvicorn.Server):
 
     voice: Any = None
     gc_pauses: GcPauses | None = None
+    heap_trim: asyncio.Task[None] | None = None
 
     async def shutdown(self, sockets: Any = None) -> None:
         if self.voice is not None and self.voice.hub is not None:
@@ -39,6 +41,8 @@ class _GracefulServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
         if self.gc_pauses is not None:
             self.gc_pauses.remove()
+        if self.heap_trim is not None:
+            self.heap_trim.cancel()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # Like uvicorn's, minus re-raising the signal after shutdown: a graceful stop exits with status 0.
@@ -61,6 +65,9 @@ class _GracefulServer(uvicorn.Server):
         gc.set_threshold(20_000, 50, 50)
         if self.voice is not None and getattr(self.voice, "metrics", None) is not None:
             self.gc_pauses = GcPauses(self.voice.metrics).install()
+        interval = getattr(getattr(self.voice, "settings", None), "malloc_trim_interval_s", 0)
+        if interval > 0:
+            self.heap_trim = asyncio.get_running_loop().create_task(trim_heap_every(interval))
 
 
 def ws_max_bytes(settings: Settings | None) -> int:
