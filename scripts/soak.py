@@ -343,7 +343,7 @@ def report(served: list[Served], *, warmup_s: float, minutes: float) -> int:
         for name, value in slopes.items():
             target = TARGETS.get(name)
             # RSS may fall (memory given back); fds and tasks must stay flat either way
-            within = value < target if name == "rss_mib_per_10min" else abs(value) < target
+            within = target is None or (value < target if name == "rss_mib_per_10min" else abs(value) < target)
             mark = "" if target is None else (" ok" if within else " OVER TARGET")
             print(f"  slope {name:<24} {value:+.3f}{mark}")
             if target is not None and not within:
