@@ -222,6 +222,13 @@ async def test_frames_sent_before_the_handshake_finished_go_to_websockets_in_ord
     assert delivered == [b"early audio", b"later audio", "text"]
 
 
+async def start_session(ws) -> None:
+    """session.start on a websockets client connection, then wait for session.started."""
+    await ws.send(json.dumps({"type": "session.start"}))
+    while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "session.started":
+        pass
+
+
 async def test_permessage_deflate_is_declined_unless_configured():
     """Compressed frames skip the fast path and cost a zlib state per connection: the server declines the
     extension that clients (browsers, the websockets library) offer, unless ``websocket_compression`` is on."""
@@ -233,9 +240,7 @@ async def test_permessage_deflate_is_declined_unless_configured():
         settings = Settings(websocket_compression=enabled)
         async with (voice_server(stt=ScriptedSTT(["hello"]), tts=ToneTTS(), settings=settings) as vs,
                     websockets.connect(f"{vs.running.ws_url}/v1/voice") as ws):  # it offers permessage-deflate
-            await ws.send(json.dumps({"type": "session.start"}))
-            while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "session.started":
-                pass
+            await start_session(ws)
             names = [e.name for e in ws.protocol.extensions]
             assert names == (["permessage-deflate"] if enabled else [])
 
@@ -253,9 +258,7 @@ async def test_a_closed_connection_is_freed_without_the_collector():
         gc.disable()
         try:
             async with websockets.connect(f"{vs.running.ws_url}/v1/voice") as ws:
-                await ws.send(json.dumps({"type": "session.start"}))
-                while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "session.started":
-                    pass
+                await start_session(ws)
                 (protocol,) = vs.running.server.server_state.connections
                 conn_ref = weakref.ref(protocol.conn)
                 del protocol

@@ -32,6 +32,14 @@ def collector_off():
         gc.enable()
 
 
+async def sessions_closed(server) -> None:
+    """The server side closes a session once its socket is gone (a bounded wait)."""
+    for _ in range(100):
+        if not server.hub.sessions:
+            return
+        await asyncio.sleep(0.02)
+
+
 async def test_an_ended_spoken_call_is_freed_without_the_collector(tmp_path, models_dir: Path, collector_off):
     server = build_target(tmp_path, settings=target_settings(), ms_per_char=1)
     question = speak(models_dir, "What is the weather like in Paris?")
@@ -43,10 +51,7 @@ async def test_an_ended_spoken_call_is_freed_without_the_collector(tmp_path, mod
             session_ref, turn_ref = weakref.ref(session), weakref.ref(session._turn)
             assert len(session._turn.audio) > 16000  # the turn holds its utterance's audio
             del session
-        for _ in range(100):  # the server side closes the session once the socket is gone
-            if not server.hub.sessions:
-                break
-            await asyncio.sleep(0.02)
+        await sessions_closed(server)
         await asyncio.sleep(0.1)
         assert turn_ref() is None, "the ended call's last turn (and its audio) is still in memory"
         assert session_ref() is None, "the ended session is still in memory"
@@ -73,10 +78,7 @@ async def test_every_agent_run_of_an_ended_call_is_freed_without_the_collector(t
             for _ in range(2):
                 result = await client.ask_audio(question + bytes(32000), realtime=False)
                 assert result.reply_text, "the spoken question was answered"
-        for _ in range(100):
-            if not server.hub.sessions:
-                break
-            await asyncio.sleep(0.02)
+        await sessions_closed(server)
         await asyncio.sleep(0.2)  # the turns' after-turn memory work ends (scripted engines: milliseconds)
         assert len(runs) >= 2
         alive = [r for r in runs if r() is not None]

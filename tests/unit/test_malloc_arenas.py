@@ -62,11 +62,11 @@ def test_the_default_setting_caps_at_two_and_the_environment_wins(monkeypatch):
 
 TRIM_PROBE = """
 import asyncio, sys
-from voiceserver.server.malloc_arenas import _rss_bytes, trim_heap_every
+from voiceserver.server.malloc_arenas import rss_bytes, trim_heap_every
 
 blocks = [bytearray(n) for _ in range(20_000) for n in (300, 3_000, 20_000)]  # heap blocks (under mmap's threshold)
 del blocks[::2]  # every other block freed: free pages between live blocks, which glibc keeps without a trim
-print(_rss_bytes() >> 20, flush=True)
+print(rss_bytes() >> 20, flush=True)
 
 async def main():
     trimmer = asyncio.create_task(trim_heap_every(0.05))
@@ -74,7 +74,7 @@ async def main():
     trimmer.cancel()
 
 asyncio.run(main())
-print(_rss_bytes() >> 20, flush=True)
+print(rss_bytes() >> 20, flush=True)
 """
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import resource
 import sys
 import threading
 import tracemalloc
@@ -26,18 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .malloc_arenas import heap_stats
+from .malloc_arenas import heap_stats, rss_bytes
 
 if TYPE_CHECKING:
     from .composition import VoiceServer
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * resource.getpagesize()
-    except OSError:  # not Linux: the peak instead of the current size
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _open_fds() -> int | None:
@@ -52,7 +43,7 @@ def process_stats(server: VoiceServer) -> dict[str, Any]:
     sessions = list(server.hub.sessions.values()) if server.hub is not None else []
     outboxes = [len(s.outbox) for s in sessions]
     return {
-        "rss_bytes": _rss_bytes(),
+        "rss_bytes": rss_bytes(),
         "open_fds": _open_fds(),
         "threads": threading.active_count(),
         "asyncio_tasks": len(asyncio.all_tasks()),

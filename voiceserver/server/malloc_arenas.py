@@ -21,6 +21,7 @@ import asyncio
 import ctypes
 import functools
 import os
+import resource
 import sys
 import time
 from typing import Any
@@ -85,19 +86,20 @@ def trim_heap() -> bool:
     return malloc_trim(0) == 1
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux); elsewhere its peak."""
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:  # not Linux: the peak instead of the current size
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 async def trim_heap_every(interval_s: float) -> None:
     """Run :func:`trim_heap` in a worker thread every ``interval_s`` seconds, until cancelled."""
     while True:
         await asyncio.sleep(interval_s)
-        before, started = _rss_bytes(), time.perf_counter()
+        before, started = rss_bytes(), time.perf_counter()
         released = await asyncio.to_thread(trim_heap)
         log.debug("heap trimmed", fields={"released": released, "ms": round((time.perf_counter() - started) * 1000, 1),
-                                          "rss_mib_before": before >> 20, "rss_mib_after": _rss_bytes() >> 20})
+                                          "rss_mib_before": before >> 20, "rss_mib_after": rss_bytes() >> 20})
